@@ -1,0 +1,215 @@
+package config
+
+import (
+	"errors"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/hclparse"
+)
+
+// Block types of plugins.hcl.
+const (
+	blockRunner     = "runner"
+	blockService    = "service"
+	blockPlugin     = "plugin"
+	blockSupervisor = "supervisor"
+	blockRestart    = "restart"
+	blockHealth     = "health"
+)
+
+// fileSchema is the top level of every config file, the root one and the drop-ins.
+var fileSchema = &hcl.BodySchema{
+	Blocks: []hcl.BlockHeaderSchema{
+		{Type: blockRunner},
+		{Type: blockService, LabelNames: []string{"name"}},
+		{Type: blockPlugin, LabelNames: []string{"name"}},
+	},
+}
+
+// nameRE is what plugin and service names must match: they become container names, URL
+// path segments and env var prefixes.
+var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
+
+// Load reads the root file at path plus every *.hcl in runner.plugins_dir (resolved relative
+// to the root file's dir; a missing plugins_dir is fine; files read in lexical order, dot
+// files skipped), applies defaults, validates, and returns the config. On any error
+// diagnostic, cfg is nil. files maps filename -> *hcl.File for hcl.NewDiagnosticTextWriter.
+//
+// Diagnostics name drop-in files as filepath.Join(filepath.Dir(path), plugins_dir, name),
+// so they are relative when path is.
+func Load(path string) (cfg *Config, files map[string]*hcl.File, diags hcl.Diagnostics) {
+	parser := hclparse.NewParser()
+	rootDir, err := filepath.Abs(filepath.Dir(path))
+	if err != nil {
+		return nil, parser.Files(), hcl.Diagnostics{{
+			Severity: hcl.DiagError,
+			Summary:  "Invalid config path",
+			Detail:   "resolve " + path + ": " + err.Error(),
+		}}
+	}
+	l := &loader{
+		decoder:  decoder{ctx: evalContext(rootDir)},
+		parser:   parser,
+		rootDir:  rootDir,
+		services: map[string]hcl.Range{},
+		plugins:  map[string]hcl.Range{},
+	}
+	cfg = l.load(path)
+	if l.diags.HasErrors() {
+		return nil, parser.Files(), l.diags
+	}
+	return cfg, parser.Files(), l.diags
+}
+
+// WriteDiagnostics prints diags with source snippets (hcl.NewDiagnosticTextWriter, width 80).
+func WriteDiagnostics(w io.Writer, files map[string]*hcl.File, diags hcl.Diagnostics, color bool) error {
+	return hcl.NewDiagnosticTextWriter(w, files, 80, color).WriteDiagnostics(diags)
+}
+
+type loader struct {
+	decoder
+	parser  *hclparse.Parser
+	rootDir string // absolute directory of the root file
+
+	// Every declared name with where it was first declared, valid block or not, so that
+	// one bad block does not cascade into "unknown service" errors.
+	services map[string]hcl.Range
+	plugins  map[string]hcl.Range
+}
+
+func (l *loader) load(path string) *Config {
+	cfg := &Config{
+		Runner:   defaultRunner(l.rootDir),
+		Services: map[string]*Service{},
+		Plugins:  map[string]*Plugin{},
+	}
+	root := l.parse(path)
+	if root == nil {
+		return cfg
+	}
+	cfg.Files = append(cfg.Files, path)
+
+	pluginsDir := filepath.Join(filepath.Dir(path), defaultPluginsDir)
+	var pluginsDirRange hcl.Range // where a plugins_dir problem is reported
+	if b := l.single(root.Blocks.OfType(blockRunner)); b != nil {
+		var raw string
+		var rawRange *hcl.Range
+		cfg.Runner, raw, rawRange = l.decodeRunner(b)
+		pluginsDirRange = b.DefRange
+		if rawRange != nil {
+			pluginsDirRange = *rawRange
+		}
+		if filepath.IsAbs(raw) {
+			pluginsDir = filepath.Clean(raw)
+		} else {
+			pluginsDir = filepath.Join(filepath.Dir(path), raw)
+		}
+	}
+
+	services := root.Blocks.OfType(blockService)
+	plugins := root.Blocks.OfType(blockPlugin)
+	for _, name := range l.dropIns(pluginsDir, cfg.Runner.PluginsDir, path, pluginsDirRange) {
+		content := l.parse(name)
+		if content == nil {
+			continue
+		}
+		cfg.Files = append(cfg.Files, name)
+		for _, b := range content.Blocks.OfType(blockRunner) {
+			l.errorf(b.DefRange, "Unexpected runner block",
+				"the runner block is only allowed in the root file %s, not in plugins_dir files", path)
+		}
+		services = append(services, content.Blocks.OfType(blockService)...)
+		plugins = append(plugins, content.Blocks.OfType(blockPlugin)...)
+	}
+
+	// Services first: plugins of any file may reference services of any file.
+	for _, b := range services {
+		if l.declare(b, l.services) {
+			if s := l.decodeService(b); s != nil {
+				cfg.Services[s.Name] = s
+			}
+		}
+	}
+	l.checkServiceEnvNames(services)
+	for _, b := range plugins {
+		if l.declare(b, l.plugins) {
+			if p := l.decodePlugin(b); p != nil {
+				cfg.Plugins[p.Name] = p
+			}
+		}
+	}
+	return cfg
+}
+
+// parse reads one file and returns its top-level content, or nil when it cannot be read.
+func (l *loader) parse(name string) *hcl.BodyContent {
+	f, diags := l.parser.ParseHCLFile(name)
+	l.append(diags)
+	if f == nil {
+		return nil
+	}
+	content, diags := f.Body.Content(fileSchema)
+	l.append(diags)
+	return content
+}
+
+// dropIns lists the *.hcl files of the plugins dir in lexical order, named under display.
+// A missing dir is fine.
+func (l *loader) dropIns(display, abs, rootPath string, subject hcl.Range) []string {
+	entries, err := os.ReadDir(abs)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if subject.Filename == "" {
+		subject = hcl.Range{Filename: rootPath, Start: hcl.InitialPos, End: hcl.InitialPos}
+	}
+	if err != nil {
+		l.errorf(subject, "Invalid plugins_dir", "cannot read %s: %s", abs, unwrapPathError(err))
+		return nil
+	}
+	rootAbs, _ := filepath.Abs(rootPath)
+	var names []string
+	for _, e := range entries { // os.ReadDir sorts by name
+		n := e.Name()
+		if e.IsDir() || strings.HasPrefix(n, ".") || filepath.Ext(n) != ".hcl" {
+			continue
+		}
+		if filepath.Join(abs, n) == rootAbs {
+			continue // plugins_dir = "." : the root file is not its own drop-in
+		}
+		names = append(names, filepath.Join(display, n))
+	}
+	return names
+}
+
+// declare checks the name label of a service or plugin block and records it; false means the
+// block is a duplicate (reported) and must be skipped.
+func (l *loader) declare(b *hcl.Block, seen map[string]hcl.Range) bool {
+	name := b.Labels[0]
+	if !nameRE.MatchString(name) {
+		l.errorf(b.LabelRanges[0], "Invalid "+b.Type+" name",
+			"%q is not allowed; use 1 to 63 characters of a-z, 0-9, \"_\" and \"-\", starting with a letter or digit", name)
+	}
+	if prev, ok := seen[name]; ok {
+		l.errorf(b.LabelRanges[0], "Duplicate "+b.Type+" "+strconv.Quote(name),
+			"%s %q is defined twice; previous definition was at %s", b.Type, name, at(prev))
+		return false
+	}
+	seen[name] = b.DefRange
+	return true
+}
+
+func unwrapPathError(err error) string {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err.Error()
+	}
+	return err.Error()
+}

@@ -1,0 +1,494 @@
+package config_test
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/hcl/v2"
+
+	"github.com/xcore/runner/config"
+)
+
+const mib = 1 << 20
+
+// load calls config.Load and fails the test on any diagnostic.
+func load(t *testing.T, path string) *config.Config {
+	t.Helper()
+	cfg, files, diags := config.Load(path)
+	if len(diags) > 0 {
+		var buf bytes.Buffer
+		_ = config.WriteDiagnostics(&buf, files, diags, false)
+		t.Fatalf("Load(%s): unexpected diagnostics:\n%s", path, buf.String())
+	}
+	if cfg == nil {
+		t.Fatalf("Load(%s): nil config without diagnostics", path)
+	}
+	return cfg
+}
+
+func abs(t *testing.T, path string) string {
+	t.Helper()
+	a, err := filepath.Abs(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+// checkDefRange asserts a DefRange points at file:line and zeroes it for DeepEqual.
+func checkDefRange(t *testing.T, what string, r *hcl.Range, file string, line int) {
+	t.Helper()
+	if r.Filename != file || r.Start.Line != line {
+		t.Errorf("%s DefRange = %s:%d, want %s:%d", what, r.Filename, r.Start.Line, file, line)
+	}
+	*r = hcl.Range{}
+}
+
+func defaultSupervisor() config.Supervisor {
+	return config.Supervisor{
+		CPUs:           1,
+		Memory:         256 * mib,
+		Pids:           256,
+		Network:        config.NetworkBridge,
+		ReadOnly:       true,
+		User:           "65532:65532",
+		StartTimeout:   30 * time.Second,
+		RequestTimeout: 30 * time.Second,
+		StopTimeout:    10 * time.Second,
+		DrainTimeout:   30 * time.Second,
+		MaxConcurrent:  256,
+		MaxBody:        10 * mib,
+		Restart: config.Restart{
+			Policy:     config.RestartOnFailure,
+			Attempts:   5,
+			Window:     5 * time.Minute,
+			Backoff:    250 * time.Millisecond,
+			MaxBackoff: 30 * time.Second,
+		},
+		Health: config.Health{Interval: 5 * time.Second, Timeout: time.Second, Failures: 3},
+	}
+}
+
+// TestLoadFull is not parallel: it sets an environment variable for env().
+func TestLoadFull(t *testing.T) {
+	t.Setenv("XCORE_TEST_BILLING_TOKEN", "s3cret")
+	const root = "testdata/full/plugins.hcl"
+	cfg := load(t, root)
+	dir := abs(t, "testdata/full")
+
+	checkDefRange(t, "service kv", &cfg.Services["kv"].DefRange, root, 13)
+	checkDefRange(t, "service billing", &cfg.Services["billing"].DefRange, root, 17)
+	checkDefRange(t, "service settings", &cfg.Services["settings"].DefRange, "testdata/full/drop/10-settings.hcl", 1)
+	checkDefRange(t, "plugin hello", &cfg.Plugins["hello"].DefRange, root, 25)
+	checkDefRange(t, "plugin builder", &cfg.Plugins["builder"].DefRange, "testdata/full/drop/20-builder.hcl", 1)
+
+	want := &config.Config{
+		Runner: config.Runner{
+			Listen:         "127.0.0.1:9080",
+			AdminListen:    "127.0.0.1:9081",
+			AdminTokenFile: filepath.Join(dir, "secrets/admin.token"),
+			StateDir:       filepath.Join(dir, "state"),
+			PluginsDir:     filepath.Join(dir, "drop"),
+			Watch:          false,
+			Reach:          config.ReachAddress,
+			KeepOnExit:     true,
+		},
+		Services: map[string]*config.Service{
+			"kv": {Name: "kv", Builtin: "kv"},
+			"billing": {
+				Name: "billing",
+				URL:  "https://billing.internal:9000/v1",
+				Headers: map[string]string{
+					"Authorization": "Bearer s3cret",
+					"X-Api-Key":     "tok3n",
+				},
+			},
+			"settings": {Name: "settings", Env: map[string]string{"FEATURE_X": "on"}},
+		},
+		Plugins: map[string]*config.Plugin{
+			"hello": {
+				Name:     "hello",
+				Image:    "xcore-examples/hello:latest",
+				Port:     8080,
+				Command:  []string{"/hello", "-v"},
+				Env:      map[string]string{"GREETING": "hi", "LEVEL": "3", "SECRET": "tok3n\n"},
+				Services: []string{"kv", "settings", "billing"},
+				Supervisor: config.Supervisor{
+					CPUs:           0.5,
+					Memory:         128 * mib,
+					Pids:           128,
+					Network:        config.NetworkNone,
+					ReadOnly:       false,
+					User:           "0:0",
+					AllowRoot:      true,
+					Runtime:        "runsc",
+					StartTimeout:   15 * time.Second,
+					RequestTimeout: 20 * time.Second,
+					StopTimeout:    5 * time.Second,
+					DrainTimeout:   time.Minute,
+					MaxConcurrent:  64,
+					MaxBody:        mib,
+					Restart: config.Restart{
+						Policy:     config.RestartAlways,
+						Attempts:   10,
+						Window:     10 * time.Minute,
+						Backoff:    time.Second,
+						MaxBackoff: time.Minute,
+					},
+					Health: config.Health{
+						Path:     "/healthz",
+						Interval: 2 * time.Second,
+						Timeout:  500 * time.Millisecond,
+						Failures: 5,
+					},
+				},
+			},
+			"builder": {
+				Name:       "builder",
+				Build:      filepath.Join(dir, "examples/builder"),
+				Port:       3000,
+				Supervisor: defaultSupervisor(),
+			},
+		},
+		Files: []string{
+			root,
+			"testdata/full/drop/10-settings.hcl",
+			"testdata/full/drop/20-builder.hcl",
+		},
+	}
+	if !reflect.DeepEqual(cfg, want) {
+		t.Errorf("Load(%s) mismatch\n got: %s\nwant: %s", root, dump(cfg), dump(want))
+	}
+}
+
+func dump(c *config.Config) string {
+	var b strings.Builder
+	b.WriteString(strings.ReplaceAll(strings.TrimSpace(fmtAny(c.Runner)), "\n", " "))
+	for n, s := range c.Services {
+		b.WriteString("\n  service " + n + ": " + fmtAny(*s))
+	}
+	for n, p := range c.Plugins {
+		b.WriteString("\n  plugin " + n + ": " + fmtAny(*p))
+	}
+	b.WriteString("\n  files: " + fmtAny(c.Files))
+	return b.String()
+}
+
+func TestLoadDefaults(t *testing.T) {
+	t.Parallel()
+	const root = "testdata/defaults/plugins.hcl"
+	cfg := load(t, root)
+	dir := abs(t, "testdata/defaults")
+	checkDefRange(t, "plugin min", &cfg.Plugins["min"].DefRange, root, 2)
+	want := &config.Config{
+		Runner: config.Runner{
+			Listen:         "127.0.0.1:8080",
+			AdminListen:    "127.0.0.1:8081",
+			AdminTokenFile: filepath.Join(dir, ".runner/admin.token"),
+			StateDir:       filepath.Join(dir, ".runner"),
+			PluginsDir:     filepath.Join(dir, "plugins.d"),
+			Watch:          true,
+			Reach:          config.ReachPublished,
+		},
+		Services: map[string]*config.Service{},
+		Plugins: map[string]*config.Plugin{
+			"min": {Name: "min", Image: "min:latest", Port: 8080, Supervisor: defaultSupervisor()},
+		},
+		Files: []string{root},
+	}
+	if !reflect.DeepEqual(cfg, want) {
+		t.Errorf("Load(%s) mismatch\n got: %s\nwant: %s", root, dump(cfg), dump(want))
+	}
+	if got := cfg.Plugins["min"].Supervisor.Health.Path; got != "" {
+		t.Errorf("Health.Path = %q, want \"\" (TCP connect probe)", got)
+	}
+}
+
+func TestLoadPartialSupervisorMergesDefaults(t *testing.T) {
+	t.Parallel()
+	cfg := load(t, "testdata/partial/plugins.hcl")
+	want := defaultSupervisor()
+	want.Memory = 64 * mib
+	want.Restart.Attempts = 2
+	want.Health.Path = "/ready"
+	if got := cfg.Plugins["partial"].Supervisor; !reflect.DeepEqual(got, want) {
+		t.Errorf("Supervisor =\n %+v\nwant\n %+v", got, want)
+	}
+}
+
+func TestLoadPluginsDir(t *testing.T) {
+	t.Parallel()
+	cfg := load(t, "testdata/dropin/plugins.hcl")
+	wantFiles := []string{
+		"testdata/dropin/plugins.hcl",
+		"testdata/dropin/plugins.d/a.hcl",
+		"testdata/dropin/plugins.d/b.hcl",
+	}
+	if !reflect.DeepEqual(cfg.Files, wantFiles) {
+		t.Errorf("Files = %q, want %q (root first, then lexical)", cfg.Files, wantFiles)
+	}
+	for _, name := range []string{"root", "a", "b"} {
+		if cfg.Plugins[name] == nil {
+			t.Errorf("plugin %q missing", name)
+		}
+	}
+	// The root file's plugin uses a service declared in a drop-in.
+	if got := cfg.Plugins["root"].Services; !reflect.DeepEqual(got, []string{"kv", "extra"}) {
+		t.Errorf("root services = %q", got)
+	}
+	if s := cfg.Services["extra"]; s == nil || s.DefRange.Filename != "testdata/dropin/plugins.d/a.hcl" {
+		t.Errorf("service extra = %+v, want one defined in plugins.d/a.hcl", s)
+	}
+}
+
+func TestLoadMissingPluginsDir(t *testing.T) {
+	t.Parallel()
+	// testdata/defaults has no plugins.d: that is fine.
+	cfg := load(t, "testdata/defaults/plugins.hcl")
+	if len(cfg.Files) != 1 {
+		t.Errorf("Files = %q, want only the root file", cfg.Files)
+	}
+}
+
+func TestLoadDuplicatePluginAcrossFiles(t *testing.T) {
+	t.Parallel()
+	cfg, _, diags := config.Load("testdata/invalid/dup_plugin/plugins.hcl")
+	if cfg != nil {
+		t.Fatal("cfg != nil despite errors")
+	}
+	if len(diags) != 1 {
+		t.Fatalf("want 1 diagnostic, got %d: %v", len(diags), diags)
+	}
+	d := diags[0]
+	if d.Subject.Filename != "testdata/invalid/dup_plugin/plugins.d/10-hello.hcl" || d.Subject.Start.Line != 3 {
+		t.Errorf("subject = %s:%d, want the drop-in's definition", d.Subject.Filename, d.Subject.Start.Line)
+	}
+	if want := "previous definition was at testdata/invalid/dup_plugin/plugins.hcl:6"; !strings.Contains(d.Detail, want) {
+		t.Errorf("detail = %q, want it to contain %q", d.Detail, want)
+	}
+}
+
+// TestLoadFuncs is not parallel: it sets environment variables for env().
+func TestLoadFuncs(t *testing.T) {
+	t.Setenv("XCORE_TEST_FUNCS_TAG", "v1")
+	t.Setenv("XCORE_TEST_FUNCS_VAR", "from-env")
+	t.Setenv("XCORE_TEST_FUNCS_EMPTY", "")
+	cfg := load(t, "testdata/funcs/plugins.hcl")
+
+	f := cfg.Plugins["f"]
+	if f.Image != "f:v1" {
+		t.Errorf("image = %q, want env() in a template", f.Image)
+	}
+	wantEnv := map[string]string{
+		"FROM_ENV":  "from-env",
+		"EMPTY":     "",
+		"FROM_FILE": "  value  \n",
+		"TRIMMED":   "value",
+	}
+	if !reflect.DeepEqual(f.Env, wantEnv) {
+		t.Errorf("env = %q, want %q", f.Env, wantEnv)
+	}
+	// file() in a drop-in is relative to the root file's directory.
+	if got := cfg.Plugins["g"].Env["FROM_FILE"]; got != "  value  \n" {
+		t.Errorf("g FROM_FILE = %q", got)
+	}
+}
+
+func TestLoadMemorySizes(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		memory string
+		want   int64
+	}{
+		{"128MB", 128 * mib},
+		{"128MiB", 128 * mib},
+		{"128m", 128 * mib},
+		{"1GiB", 1024 * mib},
+		{"6MiB", 6 * mib},
+	} {
+		t.Run(tc.memory, func(t *testing.T) {
+			t.Parallel()
+			path := filepath.Join(t.TempDir(), "plugins.hcl")
+			src := `plugin "p" {
+  image = "p:latest"
+  port  = 8080
+  supervisor {
+    memory = "` + tc.memory + `"
+  }
+}
+`
+			if err := os.WriteFile(path, []byte(src), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if got := load(t, path).Plugins["p"].Supervisor.Memory; got != tc.want {
+				t.Errorf("memory %q = %d, want %d", tc.memory, got, tc.want)
+			}
+		})
+	}
+}
+
+func TestLoadInvalid(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name    string
+		path    string // under testdata/invalid; a directory means <dir>/plugins.hcl
+		file    string // file of the error, relative to testdata/invalid
+		line    int    // 0: the config is valid
+		summary string
+		detail  string // optional substring of the detail
+	}{
+		{name: "unknown attribute", path: "unknown_attribute.hcl", line: 4, summary: "Unsupported argument"},
+		{name: "unknown block", path: "unknown_block.hcl", line: 5, summary: "Unsupported block type"},
+		{name: "unknown top-level block", path: "unknown_top_block.hcl", line: 6, summary: "Unsupported block type"},
+		{name: "duplicate plugin across files", path: "dup_plugin", file: "dup_plugin/plugins.d/10-hello.hcl", line: 3,
+			summary: `Duplicate plugin "hello"`, detail: "previous definition was at testdata/invalid/dup_plugin/plugins.hcl:6"},
+		{name: "runner block in drop-in", path: "runner_in_dropin", file: "runner_in_dropin/plugins.d/extra.hcl", line: 5,
+			summary: "Unexpected runner block"},
+		{name: "duplicate runner block", path: "dup_runner.hcl", line: 4, summary: "Duplicate runner block", detail: "dup_runner.hcl:1"},
+		{name: "memory lots", path: "memory_lots.hcl", line: 5, summary: "Invalid memory", detail: `"lots" is not a size; use e.g. "128MiB"`},
+		{name: "memory 128MB accepted", path: "memory_128MB.hcl"},
+		{name: "memory below docker minimum", path: "memory_too_small.hcl", line: 5, summary: "Invalid memory", detail: "at least 6MiB"},
+		{name: "cpus zero", path: "cpus_zero.hcl", line: 5, summary: "Invalid cpus", detail: "greater than zero"},
+		{name: "cpus negative", path: "cpus_negative.hcl", line: 5, summary: "Invalid cpus"},
+		{name: "cpus not a number", path: "cpus_string.hcl", line: 5, summary: "Invalid cpus", detail: "must be a number"},
+		{name: "pids zero", path: "pids_zero.hcl", line: 5, summary: "Invalid pids", detail: "use 1 or more"},
+		{name: "max_body not a size", path: "max_body_bad.hcl", line: 5, summary: "Invalid max_body"},
+		{name: "port zero", path: "port_zero.hcl", line: 3, summary: "Invalid port", detail: "use 1 to 65535"},
+		{name: "port 70000", path: "port_70000.hcl", line: 3, summary: "Invalid port", detail: "got 70000"},
+		{name: "missing port", path: "missing_port.hcl", line: 1, summary: "Missing port"},
+		{name: "missing image", path: "missing_image.hcl", line: 3, summary: "Missing image"},
+		{name: "image and build", path: "image_and_build.hcl", line: 3, summary: "Conflicting image and build"},
+		{name: "unknown service reference", path: "unknown_service.hcl", line: 10, summary: "Unknown service", detail: `"billing" is not defined; use one of: kv`},
+		{name: "duplicate service reference", path: "dup_service_ref.hcl", line: 8, summary: "Duplicate service reference"},
+		{name: "bad duration", path: "bad_duration.hcl", line: 5, summary: "Invalid stop_timeout", detail: `"5 minutes" is not a duration`},
+		{name: "zero duration", path: "zero_duration.hcl", line: 5, summary: "Invalid drain_timeout", detail: "greater than zero"},
+		{name: "bad network", path: "bad_network.hcl", line: 5, summary: "Invalid network", detail: `use "bridge" or "none"`},
+		{name: "root user without allow_root", path: "root_user.hcl", line: 5, summary: "Root user not allowed", detail: "allow_root = true"},
+		{name: "uid 0 without allow_root", path: "root_uid.hcl", line: 5, summary: "Root user not allowed"},
+		{name: "empty user", path: "empty_user.hcl", line: 5, summary: "Invalid user"},
+		{name: "bad plugin name", path: "bad_plugin_name.hcl", line: 1, summary: "Invalid plugin name"},
+		{name: "bad service name", path: "bad_service_name.hcl", line: 1, summary: "Invalid service name"},
+		{name: "bad reach", path: "bad_reach.hcl", line: 3, summary: "Invalid reach", detail: `use "published" or "address"`},
+		{name: "bad listen", path: "bad_listen.hcl", line: 2, summary: "Invalid admin_listen", detail: "not host:port"},
+		{name: "listen equals admin_listen", path: "same_listen.hcl", line: 3, summary: "Invalid admin_listen"},
+		{name: "service with two kinds", path: "service_two_kinds.hcl", line: 3, summary: "Conflicting service kinds"},
+		{name: "service with no kind", path: "service_no_kind.hcl", line: 1, summary: "Missing service kind"},
+		{name: "service bad builtin", path: "service_bad_builtin.hcl", line: 2, summary: "Invalid builtin", detail: `use "kv"`},
+		{name: "service bad url", path: "service_bad_url.hcl", line: 2, summary: "Invalid url"},
+		{name: "headers without url", path: "headers_without_url.hcl", line: 3, summary: "Unexpected headers"},
+		{name: "header value with newline", path: "header_newline.hcl", line: 3, summary: "Invalid header value", detail: "trimspace"},
+		{name: "duplicate service", path: "dup_service.hcl", line: 4, summary: `Duplicate service "kv"`, detail: "dup_service.hcl:1"},
+		{name: "service env name collision", path: "service_env_collision.hcl", line: 4, summary: "Conflicting service name", detail: "A_B_URL"},
+		{name: "health path without slash", path: "health_path.hcl", line: 6, summary: "Invalid path", detail: `must start with "/"`},
+		{name: "health failures zero", path: "health_failures.hcl", line: 6, summary: "Invalid failures"},
+		{name: "bad restart policy", path: "restart_policy.hcl", line: 6, summary: "Invalid policy", detail: `"always", "on-failure" or "never"`},
+		{name: "max_backoff below backoff", path: "max_backoff.hcl", line: 7, summary: "Invalid max_backoff"},
+		{name: "duplicate supervisor block", path: "dup_supervisor.hcl", line: 6, summary: "Duplicate supervisor block"},
+		{name: "reserved env name", path: "reserved_env.hcl", line: 6, summary: "Reserved env name"},
+		{name: "env() of an unset variable", path: "env_unset.hcl", line: 4, summary: "Invalid function argument", detail: "XCORE_TEST_SURELY_UNSET_VARIABLE"},
+		{name: "file() of a missing file", path: "file_missing.hcl", line: 4, summary: "Invalid function argument", detail: "no-such-file.txt"},
+		{name: "syntax error", path: "syntax_error.hcl", line: 3, summary: "Invalid expression"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			path := filepath.Join("testdata/invalid", tc.path)
+			if fi, err := os.Stat(path); err == nil && fi.IsDir() {
+				path = filepath.Join(path, "plugins.hcl")
+			}
+			cfg, files, diags := config.Load(path)
+			if tc.line == 0 {
+				if diags.HasErrors() || cfg == nil {
+					t.Fatalf("want a valid config, got %v", diags)
+				}
+				return
+			}
+			if cfg != nil {
+				t.Error("cfg != nil despite errors")
+			}
+			file := path
+			if tc.file != "" {
+				file = filepath.Join("testdata/invalid", tc.file)
+			}
+			for _, d := range diags {
+				if d.Severity == hcl.DiagError && d.Subject != nil &&
+					d.Subject.Filename == file && d.Subject.Start.Line == tc.line &&
+					strings.Contains(d.Summary, tc.summary) && strings.Contains(d.Detail, tc.detail) {
+					return
+				}
+			}
+			var buf bytes.Buffer
+			_ = config.WriteDiagnostics(&buf, files, diags, false)
+			t.Errorf("want an error at %s:%d %q (%q), got:\n%s", file, tc.line, tc.summary, tc.detail, buf.String())
+		})
+	}
+}
+
+// TestLoadAccumulates checks that every error of a file is reported, not just the first.
+func TestLoadAccumulates(t *testing.T) {
+	t.Parallel()
+	const path = "testdata/invalid/many.hcl"
+	cfg, _, diags := config.Load(path)
+	if cfg != nil {
+		t.Error("cfg != nil despite errors")
+	}
+	want := []string{
+		"4: Invalid port",
+		"6: Invalid cpus",
+		"7: Invalid memory",
+		"8: Invalid network",
+		"12: Invalid plugin name",
+		"12: Missing image",
+	}
+	var got []string
+	for _, d := range diags {
+		got = append(got, fmtAny(d.Subject.Start.Line)+": "+d.Summary)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("diagnostics =\n %q\nwant\n %q", got, want)
+	}
+}
+
+func TestWriteDiagnostics(t *testing.T) {
+	t.Parallel()
+	_, files, diags := config.Load("testdata/invalid/memory_lots.hcl")
+	var buf bytes.Buffer
+	if err := config.WriteDiagnostics(&buf, files, diags, false); err != nil {
+		t.Fatal(err)
+	}
+	out := buf.String()
+	for _, want := range []string{
+		"Error: Invalid memory",
+		"on testdata/invalid/memory_lots.hcl line 5",
+		`memory = "lots"`, // the source snippet
+		`"lots" is not a size; use e.g. "128MiB"`,
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+func TestLoadMissingRootFile(t *testing.T) {
+	t.Parallel()
+	cfg, _, diags := config.Load("testdata/no-such-dir/plugins.hcl")
+	if cfg != nil || !diags.HasErrors() {
+		t.Fatalf("want an error, got cfg=%v diags=%v", cfg, diags)
+	}
+}
+
+// TestLoadSyntaxErrorOnce checks that a syntax error does not cascade into value errors.
+func TestLoadSyntaxErrorOnce(t *testing.T) {
+	t.Parallel()
+	_, _, diags := config.Load("testdata/invalid/syntax_error.hcl")
+	if len(diags) != 1 {
+		t.Errorf("want 1 diagnostic, got %d: %v", len(diags), diags)
+	}
+}
+
+func fmtAny(v any) string { return fmt.Sprintf("%+v", v) }

@@ -1,0 +1,181 @@
+package config
+
+import (
+	"math"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/docker/go-units"
+	"github.com/hashicorp/hcl/v2"
+)
+
+// minMemory is Docker's minimum memory limit.
+const minMemory = 6 * units.MiB
+
+// defaultUser is the non-root user plugins run as unless the supervisor block says otherwise.
+const defaultUser = "65532:65532"
+
+var supervisorSchema = &hcl.BodySchema{
+	Attributes: []hcl.AttributeSchema{
+		{Name: "cpus"},
+		{Name: "memory"},
+		{Name: "pids"},
+		{Name: "network"},
+		{Name: "read_only"},
+		{Name: "user"},
+		{Name: "allow_root"},
+		{Name: "runtime"},
+		{Name: "start_timeout"},
+		{Name: "request_timeout"},
+		{Name: "stop_timeout"},
+		{Name: "drain_timeout"},
+		{Name: "max_concurrent"},
+		{Name: "max_body"},
+	},
+	Blocks: []hcl.BlockHeaderSchema{
+		{Type: blockRestart},
+		{Type: blockHealth},
+	},
+}
+
+var restartSchema = &hcl.BodySchema{
+	Attributes: []hcl.AttributeSchema{
+		{Name: "policy"},
+		{Name: "attempts"},
+		{Name: "window"},
+		{Name: "backoff"},
+		{Name: "max_backoff"},
+	},
+}
+
+var healthSchema = &hcl.BodySchema{
+	Attributes: []hcl.AttributeSchema{
+		{Name: "path"},
+		{Name: "interval"},
+		{Name: "timeout"},
+		{Name: "failures"},
+	},
+}
+
+// defaultSupervisor is what a plugin gets without a supervisor block: limited and hardened.
+func defaultSupervisor() Supervisor {
+	return Supervisor{
+		CPUs:           1,
+		Memory:         256 * units.MiB,
+		Pids:           256,
+		Network:        NetworkBridge,
+		ReadOnly:       true,
+		User:           defaultUser,
+		StartTimeout:   30 * time.Second,
+		RequestTimeout: 30 * time.Second,
+		StopTimeout:    10 * time.Second,
+		DrainTimeout:   30 * time.Second,
+		MaxConcurrent:  256,
+		MaxBody:        10 * units.MiB,
+		Restart: Restart{
+			Policy:     RestartOnFailure,
+			Attempts:   5,
+			Window:     5 * time.Minute,
+			Backoff:    250 * time.Millisecond,
+			MaxBackoff: 30 * time.Second,
+		},
+		Health: Health{ // Path "": TCP connect probe
+			Interval: 5 * time.Second,
+			Timeout:  time.Second,
+			Failures: 3,
+		},
+	}
+}
+
+// decodeSupervisor merges a supervisor block into s (the defaults) field by field.
+func (l *loader) decodeSupervisor(b *hcl.Block, s *Supervisor) {
+	content, diags := b.Body.Content(supervisorSchema)
+	l.append(diags)
+	attrs := content.Attributes
+
+	var cpus float64
+	if a := l.value(attrs, "cpus", &cpus, "a number"); a != nil {
+		if cpus <= 0 || math.IsInf(cpus, 0) || math.IsNaN(cpus) {
+			l.errorf(a.Expr.Range(), "Invalid cpus", "got %g; use a number greater than zero, e.g. 0.5", cpus)
+		} else {
+			s.CPUs = cpus
+		}
+	}
+	l.size(attrs, "memory", &s.Memory, minMemory)
+	integer(&l.decoder, attrs, "pids", &s.Pids, 1, math.MaxInt64)
+	l.oneOf(attrs, "network", &s.Network, NetworkBridge, NetworkNone)
+	l.boolean(attrs, "read_only", &s.ReadOnly)
+	user := l.nonEmpty(attrs, "user", &s.User, strconv.Quote(defaultUser))
+	l.boolean(attrs, "allow_root", &s.AllowRoot)
+	l.str(attrs, "runtime", &s.Runtime)
+	l.duration(attrs, "start_timeout", &s.StartTimeout)
+	l.duration(attrs, "request_timeout", &s.RequestTimeout)
+	l.duration(attrs, "stop_timeout", &s.StopTimeout)
+	l.duration(attrs, "drain_timeout", &s.DrainTimeout)
+	integer(&l.decoder, attrs, "max_concurrent", &s.MaxConcurrent, 1, math.MaxInt)
+	l.size(attrs, "max_body", &s.MaxBody, 1)
+
+	if user != nil && isRoot(s.User) && !s.AllowRoot {
+		l.errorf(user.Expr.Range(), "Root user not allowed",
+			"user %q is root; use a non-root user such as %q, or set allow_root = true", s.User, defaultUser)
+	}
+
+	if rb := l.single(content.Blocks.OfType(blockRestart)); rb != nil {
+		l.decodeRestart(rb, &s.Restart)
+	}
+	if hb := l.single(content.Blocks.OfType(blockHealth)); hb != nil {
+		l.decodeHealth(hb, &s.Health)
+	}
+}
+
+// isRoot reports whether a Docker user spec ("uid", "name", "uid:gid", "name:group") is root.
+func isRoot(user string) bool {
+	u, _, _ := strings.Cut(user, ":")
+	if u == "root" {
+		return true
+	}
+	n, err := strconv.ParseUint(u, 10, 32)
+	return err == nil && n == 0
+}
+
+func (l *loader) decodeRestart(b *hcl.Block, r *Restart) {
+	content, diags := b.Body.Content(restartSchema)
+	l.append(diags)
+	attrs := content.Attributes
+
+	l.oneOf(attrs, "policy", &r.Policy, RestartAlways, RestartOnFailure, RestartNever)
+	integer(&l.decoder, attrs, "attempts", &r.Attempts, 1, math.MaxInt)
+	l.duration(attrs, "window", &r.Window)
+	backoff := l.duration(attrs, "backoff", &r.Backoff)
+	maxBackoff := l.duration(attrs, "max_backoff", &r.MaxBackoff)
+	if r.MaxBackoff < r.Backoff {
+		subject := b.DefRange
+		switch {
+		case maxBackoff != nil:
+			subject = maxBackoff.Expr.Range()
+		case backoff != nil:
+			subject = backoff.Expr.Range()
+		}
+		l.errorf(subject, "Invalid max_backoff",
+			"max_backoff %s is less than backoff %s; use a max_backoff of at least backoff", r.MaxBackoff, r.Backoff)
+	}
+}
+
+func (l *loader) decodeHealth(b *hcl.Block, h *Health) {
+	content, diags := b.Body.Content(healthSchema)
+	l.append(diags)
+	attrs := content.Attributes
+
+	var path string
+	if a := l.str(attrs, "path", &path); a != nil {
+		if !strings.HasPrefix(path, "/") {
+			l.errorf(a.Expr.Range(), "Invalid path", "%q must start with \"/\"; use e.g. \"/healthz\"", path)
+		} else {
+			h.Path = path
+		}
+	}
+	l.duration(attrs, "interval", &h.Interval)
+	l.duration(attrs, "timeout", &h.Timeout)
+	integer(&l.decoder, attrs, "failures", &h.Failures, 1, math.MaxInt)
+}

@@ -1,0 +1,4 @@
+plugin "b" {
+  image = "b:latest"
+  port  = 8080
+}

@@ -1,0 +1,3 @@
+service "settings" {
+  env = { FEATURE_X = "on" }
+}

@@ -1,0 +1,4 @@
+plugin "builder" {
+  build = "../examples/builder" # relative to this file
+  port  = 3000
+}

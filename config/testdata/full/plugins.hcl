@@ -1,0 +1,63 @@
+# Every field set; compared to a complete expected Config in load_test.go.
+runner {
+  listen           = "127.0.0.1:9080"
+  admin_listen     = "127.0.0.1:9081"
+  admin_token_file = "secrets/admin.token"
+  state_dir        = "state"
+  plugins_dir      = "drop"
+  watch            = false
+  reach            = "address"
+  keep_on_exit     = true
+}
+
+service "kv" {
+  builtin = "kv"
+}
+
+service "billing" {
+  url = "https://billing.internal:9000/v1"
+  headers = {
+    Authorization = "Bearer ${env("XCORE_TEST_BILLING_TOKEN")}"
+    X-Api-Key     = trimspace(file("secret.txt"))
+  }
+}
+
+plugin "hello" {
+  image    = "xcore-examples/hello:latest"
+  port     = 8080
+  command  = ["/hello", "-v"]
+  env      = { GREETING = "hi", LEVEL = 3, SECRET = file("secret.txt") }
+  services = ["kv", "settings", "billing"]
+
+  supervisor {
+    cpus            = 0.5
+    memory          = "128MiB"
+    pids            = 128
+    network         = "none"
+    read_only       = false
+    user            = "0:0"
+    allow_root      = true
+    runtime         = "runsc"
+    start_timeout   = "15s"
+    request_timeout = "20s"
+    stop_timeout    = "5s"
+    drain_timeout   = "1m"
+    max_concurrent  = 64
+    max_body        = "1MB"
+
+    restart {
+      policy      = "always"
+      attempts    = 10
+      window      = "10m"
+      backoff     = "1s"
+      max_backoff = "1m"
+    }
+
+    health {
+      path     = "/healthz"
+      interval = "2s"
+      timeout  = "500ms"
+      failures = 5
+    }
+  }
+}

@@ -1,0 +1,3 @@
+runner {
+  admin_listen = "8081"
+}

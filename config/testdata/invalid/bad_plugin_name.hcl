@@ -1,0 +1,4 @@
+plugin "Hello World" {
+  image = "hello:latest"
+  port  = 8080
+}

@@ -1,0 +1,3 @@
+service "-kv" {
+  builtin = "kv"
+}

@@ -1,0 +1,6 @@
+runner {
+  watch = true
+}
+runner {
+  watch = false
+}

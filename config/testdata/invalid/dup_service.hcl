@@ -1,0 +1,6 @@
+service "kv" {
+  builtin = "kv"
+}
+service "kv" {
+  builtin = "kv"
+}

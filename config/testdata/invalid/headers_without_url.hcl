@@ -1,0 +1,4 @@
+service "settings" {
+  env     = { A = "b" }
+  headers = { Authorization = "x" }
+}

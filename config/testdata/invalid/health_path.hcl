@@ -1,0 +1,9 @@
+plugin "hello" {
+  image = "hello:latest"
+  port  = 8080
+  supervisor {
+    health {
+      path = "healthz"
+    }
+  }
+}

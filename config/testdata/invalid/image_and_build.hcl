@@ -1,0 +1,5 @@
+plugin "hello" {
+  image = "hello:latest"
+  build = "examples/hello"
+  port  = 8080
+}

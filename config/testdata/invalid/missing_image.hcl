@@ -1,0 +1,5 @@
+# a plugin needs image or build
+
+plugin "hello" {
+  port = 8080
+}

@@ -1,0 +1,3 @@
+plugin "hello" {
+  image = "hello:latest"
+}

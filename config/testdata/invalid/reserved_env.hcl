@@ -1,0 +1,8 @@
+plugin "hello" {
+  image = "hello:latest"
+  port  = 8080
+  env = {
+    GREETING = "hi"
+    PORT     = "9999"
+  }
+}

@@ -1,0 +1,3 @@
+service "billing" {
+  url = "ftp://billing.internal"
+}

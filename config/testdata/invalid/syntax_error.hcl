@@ -1,0 +1,4 @@
+plugin "hello" {
+  image = "hello:latest"
+  port  = = 8080
+}

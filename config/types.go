@@ -1,0 +1,113 @@
+// Package config owns plugins.hcl: parsing (hashicorp/hcl/v2 + gohcl), defaults and
+// validation. It returns typed specs and hcl.Diagnostics that name file:line:col. It never
+// touches Docker or the network.
+package config
+
+import (
+	"time"
+
+	"github.com/hashicorp/hcl/v2"
+)
+
+// Config is the whole desired state read from plugins.hcl and plugins_dir/*.hcl.
+type Config struct {
+	Runner   Runner
+	Services map[string]*Service // by name
+	Plugins  map[string]*Plugin  // by name
+	// Files lists every file read, in the order read (root first).
+	Files []string
+}
+
+// Reach values: how the proxy dials a plugin.
+const (
+	ReachPublished = "published" // plugin port published on 127.0.0.1 (ephemeral)
+	ReachAddress   = "address"   // dial the container's address on the runner network
+)
+
+// Network values of a supervisor block.
+const (
+	NetworkBridge = "bridge"
+	NetworkNone   = "none"
+)
+
+// Restart policies.
+const (
+	RestartAlways    = "always"
+	RestartOnFailure = "on-failure"
+	RestartNever     = "never"
+)
+
+// Runner is the runner {} block. Relative paths are resolved against the directory of the
+// root config file.
+type Runner struct {
+	Listen         string // default "127.0.0.1:8080"
+	AdminListen    string // default "127.0.0.1:8081"
+	AdminTokenFile string // default <state_dir>/admin.token
+	StateDir       string // default ".runner"
+	PluginsDir     string // default "plugins.d"
+	Watch          bool   // default true
+	Reach          string // default ReachPublished
+	KeepOnExit     bool   // default false
+}
+
+// Service is a service "name" {} block; exactly one of Builtin, URL or Env is its kind.
+type Service struct {
+	Name     string
+	Builtin  string            // "kv"
+	URL      string            // upstream the runner forwards to
+	Headers  map[string]string // added by the runner on forwarded requests; secret
+	Env      map[string]string // plain values injected into the plugin
+	DefRange hcl.Range
+}
+
+// Plugin is a plugin "name" {} block with defaults applied.
+type Plugin struct {
+	Name       string
+	Image      string   // image reference; empty when Build is set
+	Build      string   // folder with a Dockerfile; resolved to an absolute path
+	Port       int      // port the plugin serves HTTP on
+	Command    []string // optional
+	Env        map[string]string
+	Services   []string
+	Supervisor Supervisor
+	DefRange   hcl.Range // where the block is defined (file:line:col of `plugin "x"`)
+}
+
+// Supervisor holds a plugin's limits, timeouts, restart and health settings.
+type Supervisor struct {
+	CPUs      float64 // > 0
+	Memory    int64   // bytes; memory_swap is set to the same (no swap)
+	Pids      int64
+	Network   string // NetworkBridge | NetworkNone
+	ReadOnly  bool
+	User      string
+	AllowRoot bool
+	Runtime   string // optional OCI runtime, e.g. "runsc"
+
+	StartTimeout   time.Duration
+	RequestTimeout time.Duration
+	StopTimeout    time.Duration
+	DrainTimeout   time.Duration
+	MaxConcurrent  int
+	MaxBody        int64 // bytes
+
+	Restart Restart
+	Health  Health
+}
+
+// Restart is the restart {} block.
+type Restart struct {
+	Policy     string
+	Attempts   int
+	Window     time.Duration
+	Backoff    time.Duration
+	MaxBackoff time.Duration
+}
+
+// Health is the health {} block. An empty Path means a TCP connect probe.
+type Health struct {
+	Path     string
+	Interval time.Duration
+	Timeout  time.Duration
+	Failures int
+}
