@@ -1,0 +1,285 @@
+// Package proxy owns the public HTTP surface: /plugins/<name>/* routed to that
+// plugin's current backend, with the /plugins/<name> prefix stripped.
+//
+// The route table is an immutable map swapped with an atomic pointer: the
+// request path does one atomic load and one map lookup, no locks. Writers
+// (SetReady, SetNotReady, Remove) copy the map under a mutex. Each ready route
+// has its own httputil.ReverseProxy and http.Transport, built when the route is
+// set, never per request. A replaced backend keeps serving the requests that
+// already reached it; its idle upstream connections are closed once the last of
+// them finishes.
+//
+// Errors the proxy itself makes are RFC 9457 problem+json bodies carrying the
+// header X-Xcore-Error: 1, so a client can tell them from a plugin's own errors.
+// The proxy knows URLs only; it never talks to Docker.
+package proxy
+
+import (
+	"context"
+	"log/slog"
+	"maps"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+)
+
+// Prefix is the path under which plugins are served: /plugins/<name>/...
+const Prefix = "/plugins/"
+
+// Backend is where a ready plugin's requests go, and the limits that apply to them.
+type Backend struct {
+	// URL is the plugin's HTTP endpoint, e.g. http://127.0.0.1:49153.
+	// A "unix" URL (unix:///run/xcore/hello/plugin.sock) dials that socket.
+	URL *url.URL
+	// Generation is informational (logs).
+	Generation int
+	// RequestTimeout bounds a request until the plugin has answered it
+	// (0 = none); exceeded → 504. A server-sent event stream or a protocol
+	// upgrade (WebSocket) is no longer bounded once its response headers arrive.
+	RequestTimeout time.Duration
+	// MaxConcurrent caps the requests in flight on this backend (0 = unlimited);
+	// beyond it → 503 + Retry-After at once, no queueing.
+	MaxConcurrent int
+	// MaxBody caps the request body in bytes (0 = unlimited); beyond it → 413.
+	MaxBody int64
+}
+
+// Options configures a Proxy.
+type Options struct {
+	// Logger receives request errors; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Proxy is an http.Handler routing /plugins/<name>/* to each plugin's backend.
+// Its methods are safe for concurrent use.
+type Proxy struct {
+	log    *slog.Logger
+	mux    http.Handler
+	routes atomic.Pointer[table]
+
+	mu sync.Mutex // serialises writers of routes, and guards live
+	// live holds every backend per plugin that may still have requests in
+	// flight: the current one and the retired ones still draining.
+	live map[string][]*backend
+}
+
+// table is the immutable route table: never modified once published.
+type table map[string]*route
+
+// route is one plugin's entry: a ready backend, or the reason it is not ready.
+type route struct {
+	backend *backend // nil: known but not ready
+	reason  string
+}
+
+// New returns an empty Proxy: every plugin is unknown (404) until set.
+func New(opts Options) *Proxy {
+	p := &Proxy{
+		log:  opts.Logger,
+		live: make(map[string][]*backend),
+	}
+	if p.log == nil {
+		p.log = slog.Default()
+	}
+	empty := table{}
+	p.routes.Store(&empty)
+
+	r := chi.NewRouter()
+	r.Handle("/plugins/{name}", http.HandlerFunc(p.servePlugin))
+	r.Handle("/plugins/{name}/*", http.HandlerFunc(p.servePlugin))
+	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
+		p.fail(w, r, errNoRoute)
+	})
+	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
+		p.fail(w, r, errNoRoute)
+	})
+	p.mux = r
+	return p
+}
+
+// ServeHTTP serves /plugins/<name>/* from name's backend and answers anything
+// else with 404.
+func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	st := &reqState{id: requestID(r.Header.Get(headerRequestID)), path: r.URL.Path}
+	w.Header().Set(headerRequestID, st.id)
+	r = r.WithContext(context.WithValue(r.Context(), stateKey{}, st))
+	if !cleanPath(r.URL.Path) || !cleanPath(r.URL.EscapedPath()) {
+		p.fail(w, r, errBadPath)
+		return
+	}
+	p.mux.ServeHTTP(w, r)
+}
+
+// servePlugin is the hot path: look the plugin up, apply its limits, proxy.
+func (p *Proxy) servePlugin(w http.ResponseWriter, r *http.Request) {
+	st := stateOf(r.Context())
+	rawName, restEsc := splitPluginPath(r.URL.EscapedPath())
+	name, err := url.PathUnescape(rawName)
+	if err != nil || name == "" {
+		p.fail(w, r, errNoRoute)
+		return
+	}
+	st.plugin = name
+
+	rt := (*p.routes.Load())[name]
+	switch {
+	case rt == nil:
+		p.fail(w, r, errUnknownPlugin)
+		return
+	case rt.backend == nil:
+		p.fail(w, r, &notReadyError{reason: rt.reason})
+		return
+	}
+	b := rt.backend
+	st.generation = b.cfg.Generation
+
+	if b.cfg.MaxBody > 0 && r.ContentLength > b.cfg.MaxBody {
+		p.fail(w, r, errBodyTooLarge)
+		return
+	}
+	if !b.acquire() {
+		p.fail(w, r, errOverCapacity)
+		return
+	}
+	defer b.release()
+
+	// The timeout is a timer rather than a context deadline so that it can be
+	// stopped once a stream (SSE, WebSocket) has answered: see modifyResponse.
+	ctx := r.Context()
+	if b.cfg.RequestTimeout > 0 {
+		var cancel context.CancelCauseFunc
+		ctx, cancel = context.WithCancelCause(ctx)
+		st.timer = time.AfterFunc(b.cfg.RequestTimeout, func() { cancel(errRequestTimeout) })
+		defer cancel(nil)
+		defer st.timer.Stop()
+	}
+	out := r.WithContext(ctx) // a shallow copy: its URL and Body are replaced below
+	if b.cfg.MaxBody > 0 && r.Body != nil && r.Body != http.NoBody {
+		out.Body = &limitedBody{ReadCloser: http.MaxBytesReader(w, r.Body, b.cfg.MaxBody), st: st}
+	}
+
+	// Strip the prefix from both the decoded and the escaped path, so that
+	// percent-encoding (a%2Fb) reaches the plugin intact.
+	u := *r.URL
+	if restEsc == "" {
+		restEsc = "/"
+	}
+	u.RawPath = restEsc
+	if u.Path, err = url.PathUnescape(restEsc); err != nil {
+		p.fail(w, r, errBadPath)
+		return
+	}
+	if u.EscapedPath() != restEsc {
+		// RawPath was the default encoding of Path (or not a valid one).
+		u.RawPath = ""
+	}
+	out.URL = &u
+
+	b.rp.ServeHTTP(w, out)
+}
+
+// splitPluginPath splits an escaped /plugins/<name>/<rest> path into the
+// escaped name and the escaped rest ("" or starting with "/").
+func splitPluginPath(esc string) (name, rest string) {
+	s := strings.TrimPrefix(esc, Prefix)
+	if i := strings.IndexByte(s, '/'); i >= 0 {
+		return s[:i], s[i:]
+	}
+	return s, ""
+}
+
+// SetReady routes name to b, replacing any previous backend atomically;
+// requests already in flight on the old backend finish there.
+func (p *Proxy) SetReady(name string, b Backend) {
+	if b.URL == nil {
+		p.log.Error("proxy: backend without URL", "plugin", name, "generation", b.Generation)
+		p.SetNotReady(name, "no backend URL")
+		return
+	}
+	nb := p.newBackend(name, b)
+	p.swap(name, &route{backend: nb}, nb)
+}
+
+// SetNotReady makes name known but unavailable: its requests get 503 with
+// Retry-After and reason (e.g. "starting", "image xyz not found") in the detail.
+func (p *Proxy) SetNotReady(name, reason string) {
+	p.swap(name, &route{reason: reason}, nil)
+}
+
+// Remove forgets name: its next requests get 404. Requests in flight finish.
+func (p *Proxy) Remove(name string) {
+	p.swap(name, nil, nil)
+}
+
+// swap publishes a new table where name maps to rt (nil: removed), registers
+// nb as live, and retires the backend rt replaced.
+func (p *Proxy) swap(name string, rt *route, nb *backend) {
+	p.mu.Lock()
+	cur := *p.routes.Load()
+	var old *backend
+	if prev := cur[name]; prev != nil {
+		old = prev.backend
+	}
+	next := maps.Clone(cur)
+	if rt == nil {
+		delete(next, name)
+	} else {
+		next[name] = rt
+	}
+	p.routes.Store(&next)
+	if nb != nil {
+		p.live[name] = append(p.live[name], nb)
+	}
+	if old != nil {
+		old.retire()
+	}
+	p.pruneLocked(name)
+	p.mu.Unlock()
+}
+
+// pruneLocked drops name's retired backends that have drained.
+func (p *Proxy) pruneLocked(name string) {
+	bs := p.live[name][:0]
+	for _, b := range p.live[name] {
+		if !b.drained() {
+			bs = append(bs, b)
+		}
+	}
+	clear(p.live[name][len(bs):])
+	if len(bs) == 0 {
+		delete(p.live, name)
+		return
+	}
+	p.live[name] = bs
+}
+
+// InFlight returns the number of requests being proxied to name's backends,
+// of every generation (the current one and those still draining).
+func (p *Proxy) InFlight(name string) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.pruneLocked(name)
+	n := 0
+	for _, b := range p.live[name] {
+		n += int(b.active.Load())
+	}
+	return n
+}
+
+// Close closes the idle upstream connections of every backend's transport.
+// The Proxy stays usable; a later request dials anew.
+func (p *Proxy) Close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for name, bs := range p.live {
+		for _, b := range bs {
+			b.transport.CloseIdleConnections()
+		}
+		p.pruneLocked(name)
+	}
+}
