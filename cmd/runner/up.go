@@ -1,0 +1,90 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/xcore/runner/proxy"
+	"github.com/xcore/runner/runner"
+	"github.com/xcore/runner/sandbox"
+)
+
+func cmdUp(args []string, stdout, stderr io.Writer) error {
+	fs, cfgPath := newFlags("up", "Start every plugin of the config, each in its own limited container, and serve\nthem at http://<listen>/plugins/<name>/ until SIGINT/SIGTERM; then drain\nin-flight requests and remove the containers.", stderr)
+	keep := fs.Bool("keep", false, "leave plugin containers running on exit (same as runner { keep_on_exit = true })")
+	level := fs.String("log-level", "info", "log `level`: debug, info, warn, error")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	log, err := newLogger(stderr, *level)
+	if err != nil {
+		return err
+	}
+	cfg, err := loadConfig(*cfgPath, stderr)
+	if err != nil {
+		return err
+	}
+
+	// First SIGINT/SIGTERM: graceful shutdown. A second one: default action (exit now).
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	id, err := runner.InstanceID(cfg.Runner.StateDir)
+	if err != nil {
+		return err
+	}
+	sb, err := sandbox.New(ctx, id, log)
+	if err != nil {
+		return err
+	}
+	defer sb.Close()
+
+	var mu sync.Mutex // OnStatus is called from plugin goroutines
+	out := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+	r := runner.New(runner.Options{
+		Config: cfg, Sandbox: sb, Router: proxy.New(proxy.Options{Logger: log}), Logger: log, Keep: *keep,
+		OnStatus: func(s runner.Status) {
+			mu.Lock()
+			defer mu.Unlock()
+			switch s.State {
+			case runner.StateHealthy:
+				fmt.Fprintf(out, "ready\t%s\t%s\t%s\tgeneration %d\t%s\n", s.Name, s.Image, s.Endpoint, s.Generation, s.Took.Round(time.Millisecond))
+			case runner.StateFailed:
+				fmt.Fprintf(out, "FAILED\t%s\t%s\t%s\n", s.Name, s.Image, s.LastError)
+			default:
+				return
+			}
+			out.Flush()
+		},
+	})
+
+	begin := time.Now()
+	startErr := r.Start(ctx)
+	if startErr == nil {
+		ready := 0
+		for _, s := range r.Statuses() {
+			if s.State == runner.StateHealthy {
+				ready++
+			}
+		}
+		fmt.Fprintf(stdout, "serving http://%s/plugins/<name>/ — %d/%d plugins ready in %s; Ctrl-C to stop\n",
+			r.Addr(), ready, len(cfg.Plugins), time.Since(begin).Round(time.Millisecond))
+		<-ctx.Done()
+	}
+	stop()
+	fmt.Fprintln(stderr, "shutting down: draining requests, stopping plugins (Ctrl-C again to force)")
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	shutErr := r.Shutdown(sctx)
+	if startErr != nil {
+		return startErr
+	}
+	return shutErr
+}

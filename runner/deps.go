@@ -1,0 +1,38 @@
+package runner
+
+import (
+	"context"
+	"net/http"
+	"time"
+
+	"github.com/xcore/runner/proxy"
+	"github.com/xcore/runner/sandbox"
+)
+
+// Sandbox is what the runner needs of the container engine; sandbox.Client implements it
+// and tests use a fake.
+type Sandbox interface {
+	ResolveImage(ctx context.Context, ref string) (string, error)
+	EnsureNetwork(ctx context.Context) (sandbox.Network, error)
+	RemoveNetwork(ctx context.Context) (bool, error)
+	Run(ctx context.Context, spec sandbox.ContainerSpec) (sandbox.Container, error)
+	Inspect(ctx context.Context, id string) (sandbox.Container, error)
+	Stop(ctx context.Context, id string, timeout time.Duration) error
+	Remove(ctx context.Context, id string) error
+	List(ctx context.Context) ([]sandbox.Container, error)
+}
+
+// Router is the public proxy as the runner drives it; proxy.Proxy implements it.
+type Router interface {
+	http.Handler
+	SetReady(name string, b proxy.Backend)
+	SetNotReady(name, reason string)
+	Remove(name string)
+	InFlight(name string) int
+	Close() // close idle upstream connections
+}
+
+var (
+	_ Sandbox = (*sandbox.Client)(nil)
+	_ Router  = (*proxy.Proxy)(nil)
+)

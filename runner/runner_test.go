@@ -1,0 +1,312 @@
+package runner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/xcore/runner/config"
+	"github.com/xcore/runner/proxy"
+	"github.com/xcore/runner/sandbox"
+)
+
+// fakeSandbox runs "containers" as httptest servers: enough to test orchestration
+// without an engine. Only what the runner calls is implemented.
+type fakeSandbox struct {
+	mu        sync.Mutex
+	images    map[string]string // ref → id
+	dead      map[string]int    // plugin → exit code: its container exits at once
+	ctrs      map[string]*fakeCtr
+	networkUp bool
+	leftovers []sandbox.Container
+	lastSpec  map[string]sandbox.ContainerSpec
+	nextID    int
+}
+
+type fakeCtr struct {
+	c   sandbox.Container
+	srv *httptest.Server
+}
+
+func newFake() *fakeSandbox {
+	return &fakeSandbox{images: map[string]string{}, dead: map[string]int{}, ctrs: map[string]*fakeCtr{}, lastSpec: map[string]sandbox.ContainerSpec{}}
+}
+
+func (f *fakeSandbox) ResolveImage(_ context.Context, ref string) (string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if id, ok := f.images[ref]; ok {
+		return id, nil
+	}
+	return "", fmt.Errorf("image %q not found locally", ref)
+}
+
+func (f *fakeSandbox) EnsureNetwork(context.Context) (sandbox.Network, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.networkUp = true
+	return sandbox.Network{Name: "xcore-test"}, nil
+}
+
+func (f *fakeSandbox) RemoveNetwork(context.Context) (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.ctrs) > 0 {
+		return false, nil
+	}
+	f.networkUp = false
+	return true, nil
+}
+
+func (f *fakeSandbox) Run(_ context.Context, spec sandbox.ContainerSpec) (sandbox.Container, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.nextID++
+	c := sandbox.Container{ID: fmt.Sprintf("c%d", f.nextID), Name: sandbox.ContainerName("test", spec.Plugin, spec.Generation), Plugin: spec.Plugin, Generation: spec.Generation, ImageID: spec.ImageID, Running: true, Status: "running"}
+	fc := &fakeCtr{c: c}
+	if code, ok := f.dead[spec.Plugin]; ok {
+		fc.c.Running, fc.c.Status, fc.c.ExitCode = false, "exited", code
+		fc.c.Endpoint = "127.0.0.1:1" // nothing listens
+	} else {
+		greeting := spec.Env["GREETING"]
+		fc.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			fmt.Fprintf(w, "%s %s", greeting, r.URL.Path)
+		}))
+		fc.c.Endpoint = strings.TrimPrefix(fc.srv.URL, "http://")
+	}
+	f.ctrs[c.ID] = fc
+	f.lastSpec[spec.Plugin] = spec
+	return fc.c, nil
+}
+
+func (f *fakeSandbox) Inspect(_ context.Context, id string) (sandbox.Container, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if fc, ok := f.ctrs[id]; ok {
+		return fc.c, nil
+	}
+	return sandbox.Container{}, errors.New("not found")
+}
+
+func (f *fakeSandbox) Stop(context.Context, string, time.Duration) error { return nil }
+
+func (f *fakeSandbox) Remove(_ context.Context, id string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if fc, ok := f.ctrs[id]; ok && fc.srv != nil {
+		fc.srv.Close()
+	}
+	delete(f.ctrs, id)
+	for i, l := range f.leftovers {
+		if l.ID == id {
+			f.leftovers = append(f.leftovers[:i], f.leftovers[i+1:]...)
+			break
+		}
+	}
+	return nil
+}
+
+func (f *fakeSandbox) List(context.Context) ([]sandbox.Container, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := append([]sandbox.Container(nil), f.leftovers...)
+	for _, fc := range f.ctrs {
+		out = append(out, fc.c)
+	}
+	return out, nil
+}
+
+func (f *fakeSandbox) count() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.ctrs) + len(f.leftovers)
+}
+
+var _ Sandbox = (*fakeSandbox)(nil)
+
+func testPlugin(name, image string) *config.Plugin {
+	return &config.Plugin{
+		Name: name, Image: image, Port: 8080, Env: map[string]string{"GREETING": "hi"},
+		Supervisor: config.Supervisor{
+			CPUs: 1, Memory: 256 << 20, Pids: 256, Network: config.NetworkBridge, ReadOnly: true, User: "65532:65532",
+			StartTimeout: 5 * time.Second, RequestTimeout: 5 * time.Second, StopTimeout: time.Second, DrainTimeout: 5 * time.Second,
+			MaxConcurrent: 16, MaxBody: 1 << 20,
+			Health: config.Health{Path: "/healthz", Interval: time.Second, Timeout: time.Second, Failures: 3},
+		},
+	}
+}
+
+func testConfig(plugins ...*config.Plugin) *config.Config {
+	cfg := &config.Config{
+		Runner:   config.Runner{Listen: "127.0.0.1:0", Reach: config.ReachPublished},
+		Services: map[string]*config.Service{"settings": {Name: "settings", Env: map[string]string{"FEATURE_X": "on"}}},
+		Plugins:  map[string]*config.Plugin{},
+	}
+	for _, p := range plugins {
+		cfg.Plugins[p.Name] = p
+	}
+	return cfg
+}
+
+func startTest(t *testing.T, f *fakeSandbox, cfg *config.Config) *Runner {
+	t.Helper()
+	r := New(Options{Config: cfg, Sandbox: f, Router: proxy.New(proxy.Options{})})
+	t.Cleanup(func() { _ = r.Shutdown(context.Background()) })
+	if err := r.Start(context.Background()); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	return r
+}
+
+func httpGet(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func TestStartServesHealthyAndReportsFailed(t *testing.T) {
+	f := newFake()
+	f.images["hello:1"] = "sha256:h"
+	r := startTest(t, f, testConfig(testPlugin("hello", "hello:1"), testPlugin("ghost", "ghost:1")))
+
+	if code, body := httpGet(t, "http://"+r.Addr().String()+"/plugins/hello/x"); code != 200 || body != "hi /x" {
+		t.Errorf("hello: %d %q", code, body)
+	}
+	code, body := httpGet(t, "http://"+r.Addr().String()+"/plugins/ghost/")
+	if code != 503 || !strings.Contains(body, `not found locally`) {
+		t.Errorf("ghost: %d %q, want 503 naming the missing image", code, body)
+	}
+	st := r.Statuses()
+	if st[0].Name != "ghost" || st[0].State != StateFailed || !strings.Contains(st[0].LastError, "ghost:1") {
+		t.Errorf("ghost status %+v", st[0])
+	}
+	if st[1].Name != "hello" || st[1].State != StateHealthy || st[1].Generation != 1 || st[1].ImageID != "sha256:h" {
+		t.Errorf("hello status %+v", st[1])
+	}
+}
+
+func TestEnvIsRenderedForThePlugin(t *testing.T) {
+	f := newFake()
+	f.images["hello:1"] = "sha256:h"
+	p := testPlugin("hello", "hello:1")
+	p.Services = []string{"settings"}
+	p.Env["PORT"] = "9999" // the runner's own variables win
+	startTest(t, f, testConfig(p))
+	env := f.lastSpec["hello"].Env
+	for k, want := range map[string]string{"PORT": "8080", "XCORE_PLUGIN": "hello", "XCORE_PREFIX": "/plugins/hello", "FEATURE_X": "on", "GREETING": "hi"} {
+		if env[k] != want {
+			t.Errorf("env %s = %q, want %q", k, env[k], want)
+		}
+	}
+}
+
+func TestExitedContainerFailsFastWithExitCode(t *testing.T) {
+	f := newFake()
+	f.images["crash:1"] = "sha256:c"
+	f.dead["crash"] = 2
+	p := testPlugin("crash", "crash:1")
+	p.Supervisor.StartTimeout = 20 * time.Second
+	begin := time.Now()
+	r := startTest(t, f, testConfig(p))
+	if took := time.Since(begin); took > 5*time.Second {
+		t.Errorf("failure took %s: an exited container must not wait out start_timeout", took)
+	}
+	st := r.Statuses()[0]
+	if st.State != StateFailed || !strings.Contains(st.LastError, "exited with code 2") {
+		t.Errorf("status %+v", st)
+	}
+	if n := f.count(); n != 0 {
+		t.Errorf("%d containers left after a failed start", n)
+	}
+}
+
+func TestLeftoversAreRemovedAndGenerationsContinue(t *testing.T) {
+	f := newFake()
+	f.images["hello:1"] = "sha256:h"
+	f.leftovers = []sandbox.Container{{ID: "old", Name: "xcore-hello-4", Plugin: "hello", Generation: 4}}
+	r := startTest(t, f, testConfig(testPlugin("hello", "hello:1")))
+	if st := r.Statuses()[0]; st.Generation != 5 {
+		t.Errorf("generation %d, want 5 (after leftover 4)", st.Generation)
+	}
+	if _, err := f.Inspect(context.Background(), "old"); err == nil {
+		t.Error("leftover container still there")
+	}
+}
+
+func TestShutdownRemovesContainersAndNetwork(t *testing.T) {
+	before := runtime.NumGoroutine()
+	f := newFake()
+	f.images["hello:1"] = "sha256:h"
+	r := New(Options{Config: testConfig(testPlugin("hello", "hello:1"), testPlugin("b", "hello:1")), Sandbox: f, Router: proxy.New(proxy.Options{})})
+	if err := r.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	httpGet(t, "http://"+r.Addr().String()+"/plugins/hello/")
+	if err := r.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := f.count(); n != 0 || f.networkUp {
+		t.Errorf("after shutdown: %d containers, network up=%v", n, f.networkUp)
+	}
+	for _, s := range r.Statuses() {
+		if s.State != StateStopped {
+			t.Errorf("%s state %s after shutdown", s.Name, s.State)
+		}
+	}
+	http.DefaultClient.CloseIdleConnections()
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > before {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<16)
+			t.Fatalf("goroutines: %d before, %d after shutdown\n%s", before, runtime.NumGoroutine(), buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestKeepLeavesContainersRunning(t *testing.T) {
+	f := newFake()
+	f.images["hello:1"] = "sha256:h"
+	r := New(Options{Config: testConfig(testPlugin("hello", "hello:1")), Sandbox: f, Router: proxy.New(proxy.Options{}), Keep: true})
+	if err := r.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := f.count(); n != 1 {
+		t.Errorf("%d containers after shutdown with keep, want 1", n)
+	}
+	for _, fc := range f.ctrs {
+		fc.srv.Close()
+	}
+}
+
+func TestListenConflictFailsBeforeAnyContainer(t *testing.T) {
+	busy := httptest.NewServer(http.NotFoundHandler())
+	defer busy.Close()
+	f := newFake()
+	f.images["hello:1"] = "sha256:h"
+	cfg := testConfig(testPlugin("hello", "hello:1"))
+	cfg.Runner.Listen = strings.TrimPrefix(busy.URL, "http://")
+	r := New(Options{Config: cfg, Sandbox: f, Router: proxy.New(proxy.Options{})})
+	if err := r.Start(context.Background()); err == nil || !strings.Contains(err.Error(), "listen") {
+		t.Fatalf("Start on a busy port: %v", err)
+	}
+	if n := f.count(); n != 0 {
+		t.Errorf("%d containers started although the runner cannot listen", n)
+	}
+}
