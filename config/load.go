@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"os"
@@ -69,8 +70,26 @@ func Load(path string) (cfg *Config, files map[string]*hcl.File, diags hcl.Diagn
 }
 
 // WriteDiagnostics prints diags with source snippets (hcl.NewDiagnosticTextWriter, width 80).
+//
+// Each diagnostic starts with a compiler-style "file:line:col: error: summary" line, so
+// editors and terminals can jump to it, followed by hcl's text with the source snippet.
 func WriteDiagnostics(w io.Writer, files map[string]*hcl.File, diags hcl.Diagnostics, color bool) error {
-	return hcl.NewDiagnosticTextWriter(w, files, 80, color).WriteDiagnostics(diags)
+	tw := hcl.NewDiagnosticTextWriter(w, files, 80, color)
+	for _, d := range diags {
+		if d.Subject != nil {
+			sev := "error"
+			if d.Severity == hcl.DiagWarning {
+				sev = "warning"
+			}
+			if _, err := fmt.Fprintf(w, "%s:%d:%d: %s: %s\n", d.Subject.Filename, d.Subject.Start.Line, d.Subject.Start.Column, sev, d.Summary); err != nil {
+				return err
+			}
+		}
+		if err := tw.WriteDiagnostic(d); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 type loader struct {

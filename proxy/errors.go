@@ -103,12 +103,12 @@ func (p *Proxy) fail(w http.ResponseWriter, r *http.Request, err error) {
 	st := stateOf(r.Context())
 	status := statusOf(err)
 
+	// Only a plugin misbehaving is worth an operator's attention; 404/413/503 are the
+	// client's or a state the runner already logs, and a scan or a retrying client
+	// must not flood the log.
 	level := slog.LevelDebug
-	switch status {
-	case http.StatusBadGateway, http.StatusGatewayTimeout:
+	if status == http.StatusBadGateway || status == http.StatusGatewayTimeout {
 		level = slog.LevelWarn
-	case http.StatusServiceUnavailable, http.StatusRequestEntityTooLarge:
-		level = slog.LevelInfo
 	}
 	if p.log.Enabled(r.Context(), level) {
 		p.log.LogAttrs(r.Context(), level, "proxy: request failed",
