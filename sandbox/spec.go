@@ -28,7 +28,7 @@ type ContainerSpec struct {
 	Snapshot   string // hash of the spec, as a label
 	Command    []string
 	Env        map[string]string
-	Port       int // the port the plugin serves HTTP on inside the container
+	Port       int  // the port the plugin serves HTTP on inside the container
 	Publish    bool // publish Port on 127.0.0.1 (ephemeral host port)
 
 	CPUs        float64
