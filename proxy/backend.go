@@ -125,23 +125,36 @@ func isStream(res *http.Response) bool {
 	return mt == "text/event-stream"
 }
 
-// acquire counts a request in, or reports false when MaxConcurrent are already
-// in flight. Never blocks.
-func (b *backend) acquire() bool {
+// acquireResult is what acquire decided.
+type acquireResult int
+
+const (
+	acquired acquireResult = iota
+	overCapacity
+	retiredBackend // replaced meanwhile: look the route up again
+)
+
+// acquire counts a request in. Never blocks. It refuses a retired backend: the
+// runner stops a replaced container once its backend has nothing in flight, so a
+// request that looked the route up just before the swap must not slip in after
+// that check. Both sides write their own flag before reading the other's, so
+// either the request sees retired or the drainer sees it in flight.
+func (b *backend) acquire() acquireResult {
 	limit := int64(b.cfg.MaxConcurrent)
-	if limit <= 0 {
-		b.active.Add(1)
-		return true
-	}
 	for {
 		n := b.active.Load()
-		if n >= limit {
-			return false
+		if limit > 0 && n >= limit {
+			return overCapacity
 		}
 		if b.active.CompareAndSwap(n, n+1) {
-			return true
+			break
 		}
 	}
+	if b.retired.Load() {
+		b.release()
+		return retiredBackend
+	}
+	return acquired
 }
 
 // release counts a request out; the last one out of a retired backend closes

@@ -126,26 +126,37 @@ func (p *Proxy) servePlugin(w http.ResponseWriter, r *http.Request) {
 	}
 	st.plugin = name
 
-	rt := (*p.routes.Load())[name]
-	switch {
-	case rt == nil:
-		p.fail(w, r, errUnknownPlugin)
-		return
-	case rt.backend == nil:
-		p.fail(w, r, &notReadyError{reason: rt.reason})
-		return
+	var b *backend
+	for attempt := 0; b == nil; attempt++ {
+		rt := (*p.routes.Load())[name]
+		switch {
+		case rt == nil:
+			p.fail(w, r, errUnknownPlugin)
+			return
+		case rt.backend == nil:
+			p.fail(w, r, &notReadyError{reason: rt.reason})
+			return
+		}
+		if rt.backend.cfg.MaxBody > 0 && r.ContentLength > rt.backend.cfg.MaxBody {
+			p.fail(w, r, errBodyTooLarge)
+			return
+		}
+		switch rt.backend.acquire() {
+		case acquired:
+			b = rt.backend
+		case overCapacity:
+			p.fail(w, r, errOverCapacity)
+			return
+		case retiredBackend:
+			// Swapped under us: the table already holds the successor. Bounded in
+			// case a pathological stream of swaps keeps racing us.
+			if attempt >= 8 {
+				p.fail(w, r, &notReadyError{reason: "being replaced"})
+				return
+			}
+		}
 	}
-	b := rt.backend
 	st.generation = b.cfg.Generation
-
-	if b.cfg.MaxBody > 0 && r.ContentLength > b.cfg.MaxBody {
-		p.fail(w, r, errBodyTooLarge)
-		return
-	}
-	if !b.acquire() {
-		p.fail(w, r, errOverCapacity)
-		return
-	}
 	defer b.release()
 
 	// The timeout is a timer rather than a context deadline so that it can be
@@ -267,6 +278,21 @@ func (p *Proxy) InFlight(name string) int {
 	n := 0
 	for _, b := range p.live[name] {
 		n += int(b.active.Load())
+	}
+	return n
+}
+
+// InFlightGeneration returns the number of requests being proxied to name's
+// backends of generation gen: a replaced generation is drained when it is 0.
+func (p *Proxy) InFlightGeneration(name string, gen int) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.pruneLocked(name)
+	n := 0
+	for _, b := range p.live[name] {
+		if b.cfg.Generation == gen {
+			n += int(b.active.Load())
+		}
 	}
 	return n
 }
