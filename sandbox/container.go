@@ -20,6 +20,7 @@ type Container struct {
 	Plugin     string
 	Generation int
 	Snapshot   string
+	SpecLabel  string // see LabelSpec
 	ImageID    string
 	Running    bool
 	Status     string // "running", "exited", ...
@@ -29,6 +30,18 @@ type Container struct {
 	// Endpoint is the host:port the proxy dials: 127.0.0.1:<published port>, or the
 	// container's address on the runner network when the port is not published.
 	Endpoint string
+}
+
+// ExitReason says why a container that is not running stopped.
+func (c Container) ExitReason() string {
+	switch {
+	case c.OOMKilled:
+		return fmt.Sprintf("container exited: OOM killed (exit code %d)", c.ExitCode)
+	case c.Error != "":
+		return fmt.Sprintf("container exited with code %d: %s", c.ExitCode, c.Error)
+	default:
+		return fmt.Sprintf("container exited with code %d", c.ExitCode)
+	}
 }
 
 // Run creates and starts the container of spec and returns it with its endpoint. A
@@ -47,6 +60,10 @@ func (c *Client) Run(ctx context.Context, spec ContainerSpec) (Container, error)
 	if err != nil {
 		c.removeQuietly(id)
 		return Container{}, err
+	}
+	if !ctr.Running {
+		c.removeQuietly(id)
+		return Container{}, fmt.Errorf("start %s: %s", name, ctr.ExitReason())
 	}
 	if ctr.Endpoint == "" && spec.Network != NetworkNone {
 		c.removeQuietly(id)
@@ -127,7 +144,7 @@ func (c *Client) inspectRaw(ctx context.Context, id string) (container.InspectRe
 func (c *Client) fromInspect(raw container.InspectResponse) Container {
 	ctr := Container{ID: raw.ID, Name: strings.TrimPrefix(raw.Name, "/")}
 	if raw.Config != nil {
-		ctr.Plugin, ctr.Generation, ctr.Snapshot, ctr.ImageID = fromLabels(raw.Config.Labels)
+		ctr.fromLabels(raw.Config.Labels)
 	}
 	if st := raw.State; st != nil {
 		ctr.Running, ctr.Status, ctr.ExitCode, ctr.OOMKilled, ctr.Error = st.Running, string(st.Status), st.ExitCode, st.OOMKilled, st.Error
@@ -157,9 +174,9 @@ func endpoint(raw container.InspectResponse, networkName string) string {
 	return ""
 }
 
-func fromLabels(l map[string]string) (plugin string, gen int, snapshot, imageID string) {
-	gen, _ = strconv.Atoi(l[LabelGeneration])
-	return l[LabelPlugin], gen, l[LabelSnapshot], l[LabelImage]
+func (c *Container) fromLabels(l map[string]string) {
+	c.Generation, _ = strconv.Atoi(l[LabelGeneration])
+	c.Plugin, c.Snapshot, c.SpecLabel, c.ImageID = l[LabelPlugin], l[LabelSnapshot], l[LabelSpec], l[LabelImage]
 }
 
 // Stop sends SIGTERM, waits up to timeout, then SIGKILLs. A container that is already
@@ -216,7 +233,7 @@ func (c *Client) List(ctx context.Context) ([]Container, error) {
 		if len(s.Names) > 0 {
 			ctr.Name = strings.TrimPrefix(s.Names[0], "/")
 		}
-		ctr.Plugin, ctr.Generation, ctr.Snapshot, ctr.ImageID = fromLabels(s.Labels)
+		ctr.fromLabels(s.Labels)
 		out = append(out, ctr)
 	}
 	return out, nil

@@ -26,6 +26,7 @@ type ContainerSpec struct {
 	Image      string // reference as configured, for humans
 	ImageID    string // resolved ID: what the container is created from
 	Snapshot   string // hash of the spec, as a label
+	SpecLabel  string // snapshot encoding of the spec, as a label (no secret values)
 	Command    []string
 	Env        map[string]string
 	Port       int  // the port the plugin serves HTTP on inside the container
@@ -122,6 +123,7 @@ func labels(s ContainerSpec, runnerID string) map[string]string {
 		LabelGeneration: strconv.Itoa(s.Generation),
 		LabelSnapshot:   s.Snapshot,
 		LabelImage:      s.ImageID,
+		LabelSpec:       s.SpecLabel,
 	}
 }
 

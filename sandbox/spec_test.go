@@ -12,7 +12,7 @@ import (
 func baseSpec() ContainerSpec {
 	return ContainerSpec{
 		Plugin: "hello", Generation: 3, Image: "xcore-examples/hello:latest", ImageID: "sha256:abc",
-		Snapshot: "deadbeef", Env: map[string]string{"PORT": "8080", "A": "1"}, Port: 8080, Publish: true,
+		Snapshot: "deadbeef", SpecLabel: `{"image_id":"sha256:abc"}`, Env: map[string]string{"PORT": "8080", "A": "1"}, Port: 8080, Publish: true,
 		CPUs: 0.5, Memory: 128 << 20, Pids: 64, Network: NetworkBridge, ReadOnly: true,
 		User: "65532:65532", StopTimeout: 10 * time.Second,
 	}
@@ -47,7 +47,7 @@ func TestCreateOptionsHardening(t *testing.T) {
 	if !reflect.DeepEqual(cfg.Env, []string{"A=1", "PORT=8080"}) {
 		t.Errorf("env not sorted/rendered: %v", cfg.Env)
 	}
-	wantLabels := map[string]string{LabelRunner: "r1", LabelPlugin: "hello", LabelGeneration: "3", LabelSnapshot: "deadbeef", LabelImage: "sha256:abc"}
+	wantLabels := map[string]string{LabelRunner: "r1", LabelPlugin: "hello", LabelGeneration: "3", LabelSnapshot: "deadbeef", LabelImage: "sha256:abc", LabelSpec: `{"image_id":"sha256:abc"}`}
 	if !reflect.DeepEqual(cfg.Labels, wantLabels) {
 		t.Errorf("labels = %v", cfg.Labels)
 	}
