@@ -20,6 +20,7 @@ type Sandbox interface {
 	Stop(ctx context.Context, id string, timeout time.Duration) error
 	Remove(ctx context.Context, id string) error
 	List(ctx context.Context) ([]sandbox.Container, error)
+	Events(ctx context.Context) <-chan sandbox.Event
 }
 
 // Router is the public proxy as the runner drives it; proxy.Proxy implements it.
@@ -29,6 +30,7 @@ type Router interface {
 	SetNotReady(name, reason string)
 	Remove(name string)
 	InFlight(name string) int
+	InFlightGeneration(name string, generation int) int
 	Close() // close idle upstream connections
 }
 

@@ -2,6 +2,7 @@ package runner
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/xcore/runner/config"
+	"github.com/xcore/runner/sandbox"
 )
 
 // prober checks a plugin from the runner's side: scratch images have no shell, so Docker
@@ -64,3 +66,48 @@ func (p *prober) probe(ctx context.Context, endpoint string, h config.Health, pu
 // startPollInterval: while a plugin starts, probe often so "ready" is reported promptly;
 // the configured interval is for the steady state.
 const startPollInterval = 50 * time.Millisecond
+
+// waitHealthy probes until the plugin answers, the container exits, or ctx (bounded by
+// start_timeout) ends.
+func (r *Runner) waitHealthy(ctx context.Context, ctr sandbox.Container, pc *config.Plugin) error {
+	published := r.config().Runner.Reach != config.ReachAddress
+	h := pc.Supervisor.Health
+	tick := time.NewTicker(startPollInterval)
+	defer tick.Stop()
+	var lastErr error
+	lastInspect := time.Now()
+	for {
+		if lastErr = r.prober.probe(ctx, ctr.Endpoint, h, published); lastErr == nil {
+			return nil
+		}
+		r.log.Debug("start probe failed", "container", ctr.Name, "err", lastErr)
+		// A container that exited will never become healthy: say why at once instead
+		// of waiting out start_timeout.
+		if time.Since(lastInspect) > 500*time.Millisecond {
+			lastInspect = time.Now()
+			if cur, err := r.sb.Inspect(ctx, ctr.ID); err == nil && !cur.Running {
+				return exitError(cur)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				return fmt.Errorf("not healthy within start_timeout %s: %w", pc.Supervisor.StartTimeout, lastErr)
+			}
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+// probeUntil is waitHealthy bounded by within: for containers found running (adoption),
+// which either answer promptly or are not worth keeping.
+func (r *Runner) probeUntil(ctx context.Context, ctr sandbox.Container, pc *config.Plugin, within time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, within)
+	defer cancel()
+	return r.waitHealthy(ctx, ctr, pc)
+}
+
+func exitError(c sandbox.Container) error {
+	return fmt.Errorf("%s before becoming healthy", c.ExitReason())
+}

@@ -1,6 +1,9 @@
-// Package runner orchestrates: it turns the desired state of config into running plugin
-// containers (through a Sandbox) and routes to them (through a Router). It never parses
-// HCL nor builds Docker requests itself.
+// Package runner orchestrates: it turns the desired state of a config into running
+// plugin containers (through a Sandbox) and routes to them (through a Router). One
+// supervisor goroutine per plugin owns that plugin's containers; a reconcile loop owns
+// the set of supervisors and is woken — level-triggered — by config file changes,
+// SIGHUP (Reload) and Docker image events. It never parses HCL nor builds Docker
+// requests itself.
 package runner
 
 import (
@@ -19,10 +22,13 @@ import (
 
 // Options configures a Runner.
 type Options struct {
-	Config  *config.Config
-	Sandbox Sandbox
-	Router  Router
-	Logger  *slog.Logger
+	Config *config.Config
+	// ConfigPath is reloaded by Reload and, with runner.watch, on file changes. Empty:
+	// the config is fixed.
+	ConfigPath string
+	Sandbox    Sandbox
+	Router     Router
+	Logger     *slog.Logger
 	// OnStatus, if set, is called after every plugin state change (the CLI prints the
 	// "ready" lines from it). It must not block.
 	OnStatus func(Status)
@@ -32,7 +38,7 @@ type Options struct {
 
 // Runner runs the plugins of one config.
 type Runner struct {
-	cfg      *config.Config
+	cfgPath  string
 	sb       Sandbox
 	router   Router
 	log      *slog.Logger
@@ -40,15 +46,28 @@ type Runner struct {
 	keep     bool
 	prober   *prober
 
-	plugins map[string]*plugin // fixed after New; each plugin guards its own status
+	mu   sync.Mutex
+	cfg  *config.Config         // the last config that validated
+	sups map[string]*supervisor // written by Start and the reconcile loop only
+	gens map[string]int         // highest generation seen or allocated, per plugin
+
+	kick   chan struct{} // 1-slot: reconcile wanted
+	flagMu sync.Mutex
+	flags  trigger
 
 	ln     net.Listener
 	srv    *http.Server
 	serveC chan error
 
-	ctx    context.Context // lives from Start to Shutdown; plugin work hangs off it
+	ctx    context.Context // lives from Start to Shutdown; all background work hangs off it
 	cancel context.CancelFunc
-	wg     sync.WaitGroup // plugin goroutines
+	wg     sync.WaitGroup
+}
+
+// trigger accumulates why the reconcile loop was woken.
+type trigger struct {
+	reload bool // re-read the config files
+	resync bool // re-resolve images and re-observe
 }
 
 // New prepares a runner; nothing happens until Start.
@@ -57,25 +76,23 @@ func New(o Options) *Runner {
 	if log == nil {
 		log = slog.Default()
 	}
-	r := &Runner{
-		cfg: o.Config, sb: o.Sandbox, router: o.Router, log: log, onStatus: o.OnStatus,
-		keep: o.Keep || o.Config.Runner.KeepOnExit, prober: newProber(),
-		plugins: make(map[string]*plugin, len(o.Config.Plugins)),
+	return &Runner{
+		cfgPath: o.ConfigPath, cfg: o.Config, sb: o.Sandbox, router: o.Router, log: log,
+		onStatus: o.OnStatus, keep: o.Keep || o.Config.Runner.KeepOnExit, prober: newProber(),
+		sups: map[string]*supervisor{}, gens: map[string]int{}, kick: make(chan struct{}, 1),
 	}
-	for name, pc := range o.Config.Plugins {
-		r.plugins[name] = &plugin{cfg: pc, status: Status{Name: name, State: StatePending}}
-	}
-	return r
 }
 
 // Start binds the public listener (first, so a busy port fails before any container
-// starts), prepares the network, and starts every plugin concurrently. It returns when
-// each plugin is healthy or has failed; a failed plugin is reported and the others serve.
-// The error is for the runner itself (listener, Docker), not for single plugins.
+// starts), prepares the network, adopts or replaces what a previous runner left, and
+// starts every plugin concurrently. It returns when each plugin is healthy or has failed;
+// a failed plugin is reported and the others serve. The error is for the runner itself
+// (listener, Docker), not for single plugins.
 func (r *Runner) Start(ctx context.Context) error {
-	ln, err := net.Listen("tcp", r.cfg.Runner.Listen)
+	cfg := r.config()
+	ln, err := net.Listen("tcp", cfg.Runner.Listen)
 	if err != nil {
-		return fmt.Errorf("listen %s: %w", r.cfg.Runner.Listen, err)
+		return fmt.Errorf("listen %s: %w", cfg.Runner.Listen, err)
 	}
 	r.ln = ln
 	r.srv = &http.Server{
@@ -89,63 +106,225 @@ func (r *Runner) Start(ctx context.Context) error {
 	go func() { r.serveC <- r.srv.Serve(ln) }()
 	r.ctx, r.cancel = context.WithCancel(context.WithoutCancel(ctx))
 
-	for name := range r.plugins {
+	for name := range cfg.Plugins {
 		r.router.SetNotReady(name, "pending")
 	}
 	if _, err := r.sb.EnsureNetwork(ctx); err != nil {
 		return err
 	}
-	gen, err := r.collectLeftovers(ctx)
+	observed, err := r.sb.List(ctx)
 	if err != nil {
 		return err
 	}
-
-	done := make(chan struct{}, len(r.plugins))
-	for _, p := range r.plugins {
-		r.wg.Go(func() {
-			defer func() { done <- struct{}{} }()
-			_ = r.startPlugin(r.ctx, p, gen[p.cfg.Name]+1)
-		})
+	desired := r.resolveAll(ctx, cfg)
+	plan := MakePlan(desired, observed)
+	r.mu.Lock()
+	for _, c := range observed {
+		r.gens[c.Plugin] = max(r.gens[c.Plugin], c.Generation)
 	}
-	for range r.plugins {
+	r.mu.Unlock()
+	if plan.Changes() {
+		r.log.Info("start-up plan", "plan", plan.String())
+	}
+
+	var sups []*supervisor
+	for _, op := range plan {
+		if op.Action == ActionRemove {
+			r.wg.Go(func() {
+				for _, c := range op.Stale {
+					r.log.Info("removing container of unconfigured plugin", "plugin", op.Plugin, "container", c.Name)
+					r.removeContainer(c.ID, 10*time.Second)
+				}
+			})
+			continue
+		}
+		s := r.startSupervisor(op.Plugin)
+		s.adopt = &op
+		s.submit(work{cfg: cfg.Plugins[op.Plugin], d: desired[op.Plugin]})
+		sups = append(sups, s)
+	}
+	for _, s := range sups {
 		select {
-		case <-done:
+		case <-s.settled:
 		case <-ctx.Done():
 			return ctx.Err()
 		}
 	}
+	r.wg.Go(r.loop)
+	r.wg.Go(r.watchEngine)
+	if cfg.Runner.Watch && r.cfgPath != "" {
+		r.wg.Go(func() {
+			if err := watchConfig(r.ctx, r.log, r.cfgPath, cfg.Runner.PluginsDir, 200*time.Millisecond, r.Reload); err != nil {
+				r.log.Error("config watcher stopped; use SIGHUP to reload", "err", err)
+			}
+		})
+	}
 	return nil
 }
 
-// collectLeftovers removes containers a previous run of this runner left behind (it
-// crashed, or ran with --keep) and returns the highest generation seen per plugin, so
-// new containers never reuse a name. Adopting the healthy ones instead of replacing
-// them arrives with snapshots.
-func (r *Runner) collectLeftovers(ctx context.Context) (map[string]int, error) {
-	ctrs, err := r.sb.List(ctx)
-	if err != nil {
-		return nil, err
+func (r *Runner) startSupervisor(name string) *supervisor {
+	s := newSupervisor(r, name)
+	r.mu.Lock()
+	r.sups[name] = s
+	r.mu.Unlock()
+	r.wg.Go(func() { s.run(r.ctx) })
+	return s
+}
+
+// Reload asks for the config files to be read again and applied; it returns at once.
+// A config that does not validate changes nothing: its diagnostics are logged.
+func (r *Runner) Reload() { r.wakeup(trigger{reload: true}) }
+
+// Resync asks for every image reference to be resolved again and differences applied.
+func (r *Runner) Resync() { r.wakeup(trigger{resync: true}) }
+
+func (r *Runner) wakeup(t trigger) {
+	r.flagMu.Lock()
+	r.flags.reload = r.flags.reload || t.reload
+	r.flags.resync = r.flags.resync || t.resync
+	r.flagMu.Unlock()
+	select {
+	case r.kick <- struct{}{}:
+	default:
 	}
-	gen := map[string]int{}
+}
+
+func (r *Runner) loop() {
+	for {
+		select {
+		case <-r.ctx.Done():
+			return
+		case <-r.kick:
+		}
+		r.flagMu.Lock()
+		t := r.flags
+		r.flags = trigger{}
+		r.flagMu.Unlock()
+		r.reconcile(r.ctx, t)
+	}
+}
+
+// reconcile brings the supervisors in line with the config: new plugins get one,
+// removed ones are told to drain and go, every other one gets its (possibly unchanged)
+// desired state and decides itself whether to replace, update live, or do nothing.
+func (r *Runner) reconcile(ctx context.Context, t trigger) {
+	cfg := r.config()
+	if t.reload {
+		next, _, diags := config.Load(r.cfgPath)
+		if diags.HasErrors() || next == nil {
+			for _, d := range diags {
+				r.log.Error("config reload rejected; nothing changed", "diagnostic", d.Error())
+			}
+			if !t.resync {
+				return
+			}
+		} else {
+			r.warnRunnerChanges(cfg, next)
+			cfg = next
+			r.mu.Lock()
+			r.cfg = next
+			r.mu.Unlock()
+			r.log.Info("config reloaded", "plugins", len(next.Plugins), "files", len(next.Files))
+		}
+	}
+	desired := r.resolveAll(ctx, cfg)
+
+	r.mu.Lock()
+	current := make(map[string]*supervisor, len(r.sups))
+	for name, s := range r.sups {
+		current[name] = s
+	}
+	r.mu.Unlock()
+	for name, s := range current {
+		if _, ok := cfg.Plugins[name]; !ok {
+			r.log.Info("plugin removed from config", "plugin", name)
+			s.submit(work{remove: true})
+			r.mu.Lock()
+			delete(r.sups, name)
+			r.mu.Unlock()
+		}
+	}
+	for name, pc := range cfg.Plugins {
+		s := current[name]
+		if s == nil {
+			r.log.Info("plugin added to config", "plugin", name)
+			r.router.SetNotReady(name, "pending")
+			s = r.startSupervisor(name)
+		}
+		s.submit(work{cfg: pc, d: desired[name]})
+	}
+}
+
+// warnRunnerChanges: the runner block (listen addresses, state_dir, ...) is read at
+// start only; say so instead of silently ignoring an edit.
+func (r *Runner) warnRunnerChanges(old, next *config.Config) {
+	if old.Runner != next.Runner {
+		r.log.Warn("changes to the runner block apply at the next start only")
+	}
+}
+
+func (r *Runner) resolveAll(ctx context.Context, cfg *config.Config) map[string]Desired {
+	return Desire(ctx, cfg, r.sb.ResolveImage)
+}
+
+// Desire computes every plugin's desired snapshot, resolving image references
+// concurrently (one resolve per distinct reference). `runner plan` uses it too.
+func Desire(ctx context.Context, cfg *config.Config, resolve func(context.Context, string) (string, error)) map[string]Desired {
+	type res struct {
+		id  string
+		err error
+	}
+	refs := map[string]*res{}
+	for _, p := range cfg.Plugins {
+		if p.Image != "" {
+			refs[p.Image] = &res{}
+		}
+	}
 	var wg sync.WaitGroup
-	for _, c := range ctrs {
-		gen[c.Plugin] = max(gen[c.Plugin], c.Generation)
-		r.log.Info("removing leftover container", "container", c.Name, "plugin", c.Plugin, "status", c.Status)
-		wg.Go(func() { r.removeContainer(c.ID, r.stopTimeout(c.Plugin)) })
+	for ref, out := range refs {
+		wg.Go(func() { out.id, out.err = resolve(ctx, ref) })
 	}
 	wg.Wait()
-	return gen, nil
+	desired := make(map[string]Desired, len(cfg.Plugins))
+	for name, p := range cfg.Plugins {
+		switch {
+		case p.Build != "":
+			desired[name] = Desired{Err: fmt.Errorf("build = %q is not supported yet: build the image and use image = ...", p.Build)}
+		case refs[p.Image].err != nil:
+			desired[name] = Desired{Err: refs[p.Image].err}
+		default:
+			desired[name] = desiredFor(cfg, p, refs[p.Image].id)
+		}
+	}
+	return desired
+}
+
+func (r *Runner) config() *config.Config {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.cfg
+}
+
+// allocGeneration returns the next generation number for plugin: above every
+// container ever seen for it, so names never collide.
+func (r *Runner) allocGeneration(plugin string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.gens[plugin]++
+	return r.gens[plugin]
 }
 
 // Addr is the address the public proxy listens on (useful with port 0).
 func (r *Runner) Addr() net.Addr { return r.ln.Addr() }
 
-// Statuses returns every plugin's status, sorted by name.
+// Statuses returns every configured plugin's status, sorted by name.
 func (r *Runner) Statuses() []Status {
-	out := make([]Status, 0, len(r.plugins))
-	for _, p := range r.plugins {
-		out = append(out, p.snapshot())
+	r.mu.Lock()
+	out := make([]Status, 0, len(r.sups))
+	for _, s := range r.sups {
+		out = append(out, s.snapshot())
 	}
+	r.mu.Unlock()
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
 }
@@ -157,16 +336,16 @@ func (r *Runner) emit(s Status) {
 }
 
 func (r *Runner) stopTimeout(plugin string) time.Duration {
-	if p := r.plugins[plugin]; p != nil {
-		return p.cfg.Supervisor.StopTimeout
+	if p := r.config().Plugins[plugin]; p != nil {
+		return p.Supervisor.StopTimeout
 	}
 	return 10 * time.Second
 }
 
 func (r *Runner) drainTimeout() time.Duration {
 	d := time.Duration(0)
-	for _, p := range r.plugins {
-		d = max(d, p.cfg.Supervisor.DrainTimeout)
+	for _, p := range r.config().Plugins {
+		d = max(d, p.Supervisor.DrainTimeout)
 	}
 	if d == 0 {
 		d = 30 * time.Second
@@ -181,7 +360,7 @@ func (r *Runner) Shutdown(ctx context.Context) error {
 	if r.cancel == nil {
 		return nil // never started
 	}
-	r.cancel() // abort plugin starts; they remove their own half-started containers
+	r.cancel() // stop supervisors and loops; starts in progress remove their containers
 	var errs []error
 
 	dctx, cancel := context.WithTimeout(ctx, r.drainTimeout())
@@ -208,14 +387,15 @@ func (r *Runner) Shutdown(ctx context.Context) error {
 	}
 	var wg sync.WaitGroup
 	for _, c := range ctrs {
-		wg.Go(func() {
-			r.removeContainer(c.ID, r.stopTimeout(c.Plugin))
-			if p := r.plugins[c.Plugin]; p != nil {
-				r.emit(p.update(func(s *Status) { s.State = StateStopped }))
-			}
-		})
+		wg.Go(func() { r.removeContainer(c.ID, r.stopTimeout(c.Plugin)) })
 	}
 	wg.Wait()
+	r.mu.Lock()
+	sups := r.sups
+	r.mu.Unlock()
+	for _, s := range sups {
+		s.update(func(st *Status) { st.State = StateStopped })
+	}
 	if _, err := r.sb.RemoveNetwork(ctx); err != nil {
 		errs = append(errs, err)
 	}

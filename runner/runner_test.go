@@ -23,12 +23,14 @@ import (
 type fakeSandbox struct {
 	mu        sync.Mutex
 	images    map[string]string // ref → id
-	dead      map[string]int    // plugin → exit code: its container exits at once
+	dead      map[string]int    // image ID → exit code: its containers exit at once
 	ctrs      map[string]*fakeCtr
 	networkUp bool
 	leftovers []sandbox.Container
 	lastSpec  map[string]sandbox.ContainerSpec
 	nextID    int
+	runs      int
+	events    chan sandbox.Event
 }
 
 type fakeCtr struct {
@@ -37,7 +39,7 @@ type fakeCtr struct {
 }
 
 func newFake() *fakeSandbox {
-	return &fakeSandbox{images: map[string]string{}, dead: map[string]int{}, ctrs: map[string]*fakeCtr{}, lastSpec: map[string]sandbox.ContainerSpec{}}
+	return &fakeSandbox{images: map[string]string{}, dead: map[string]int{}, ctrs: map[string]*fakeCtr{}, lastSpec: map[string]sandbox.ContainerSpec{}, events: make(chan sandbox.Event)}
 }
 
 func (f *fakeSandbox) ResolveImage(_ context.Context, ref string) (string, error) {
@@ -70,14 +72,21 @@ func (f *fakeSandbox) Run(_ context.Context, spec sandbox.ContainerSpec) (sandbo
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.nextID++
-	c := sandbox.Container{ID: fmt.Sprintf("c%d", f.nextID), Name: sandbox.ContainerName("test", spec.Plugin, spec.Generation), Plugin: spec.Plugin, Generation: spec.Generation, ImageID: spec.ImageID, Running: true, Status: "running"}
+	f.runs++
+	c := sandbox.Container{ID: fmt.Sprintf("c%d", f.nextID), Name: sandbox.ContainerName("test", spec.Plugin, spec.Generation), Plugin: spec.Plugin, Generation: spec.Generation, ImageID: spec.ImageID, Snapshot: spec.Snapshot, SpecLabel: spec.SpecLabel, Running: true, Status: "running"}
 	fc := &fakeCtr{c: c}
-	if code, ok := f.dead[spec.Plugin]; ok {
+	if code, ok := f.dead[spec.ImageID]; ok {
 		fc.c.Running, fc.c.Status, fc.c.ExitCode = false, "exited", code
 		fc.c.Endpoint = "127.0.0.1:1" // nothing listens
 	} else {
 		greeting := spec.Env["GREETING"]
 		fc.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/sleep" {
+				select {
+				case <-time.After(300 * time.Millisecond):
+				case <-r.Context().Done():
+				}
+			}
 			fmt.Fprintf(w, "%s %s", greeting, r.URL.Path)
 		}))
 		fc.c.Endpoint = strings.TrimPrefix(fc.srv.URL, "http://")
@@ -122,6 +131,42 @@ func (f *fakeSandbox) List(context.Context) ([]sandbox.Container, error) {
 		out = append(out, fc.c)
 	}
 	return out, nil
+}
+
+func (f *fakeSandbox) Events(ctx context.Context) <-chan sandbox.Event {
+	out := make(chan sandbox.Event)
+	go func() {
+		defer close(out)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case ev := <-f.events:
+				select {
+				case out <- ev:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}
+	}()
+	return out
+}
+
+// serve starts a fake container that answers like the plugin would, as a leftover of
+// an earlier runner process.
+func (f *fakeSandbox) leftover(c sandbox.Container, body string) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, body) }))
+	c.Endpoint, c.Running, c.Status = strings.TrimPrefix(srv.URL, "http://"), true, "running"
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.ctrs[c.ID] = &fakeCtr{c: c, srv: srv}
+}
+
+func (f *fakeSandbox) runCount() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.runs
 }
 
 func (f *fakeSandbox) count() int {
@@ -216,7 +261,7 @@ func TestEnvIsRenderedForThePlugin(t *testing.T) {
 func TestExitedContainerFailsFastWithExitCode(t *testing.T) {
 	f := newFake()
 	f.images["crash:1"] = "sha256:c"
-	f.dead["crash"] = 2
+	f.dead["sha256:c"] = 2
 	p := testPlugin("crash", "crash:1")
 	p.Supervisor.StartTimeout = 20 * time.Second
 	begin := time.Now()

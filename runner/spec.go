@@ -6,29 +6,60 @@ import (
 
 	"github.com/xcore/runner/config"
 	"github.com/xcore/runner/sandbox"
+	"github.com/xcore/runner/snapshot"
 )
 
-// containerSpec renders what one plugin's container is made of from the config. Pure:
-// the same config and image ID always give the same spec.
-func containerSpec(cfg *config.Config, p *config.Plugin, imageID string, gen int) sandbox.ContainerSpec {
+// desiredFor renders the snapshot of what p's container must be made of. Pure: the
+// same config and image ID always give the same hash.
+func desiredFor(cfg *config.Config, p *config.Plugin, imageID string) Desired {
 	sup := p.Supervisor
+	s := snapshot.Spec{
+		ImageRef: imageRef(p),
+		ImageID:  imageID,
+		Command:  p.Command,
+		Env:      pluginEnv(cfg, p),
+		Port:     p.Port,
+		Publish:  publish(cfg, p),
+		CPUs:     sup.CPUs,
+		Memory:   sup.Memory,
+		Pids:     sup.Pids,
+		Network:  sup.Network,
+		ReadOnly: sup.ReadOnly,
+		User:     sup.User,
+		Runtime:  sup.Runtime,
+		Services: p.Services,
+	}
+	return Desired{Spec: s, Hash: snapshot.Hash(s)}
+}
+
+// publish: the plugin port is published on 127.0.0.1 unless the runner dials container
+// addresses, or the plugin has no network at all.
+func publish(cfg *config.Config, p *config.Plugin) bool {
+	return cfg.Runner.Reach != config.ReachAddress && p.Supervisor.Network != config.NetworkNone
+}
+
+// containerSpec is the sandbox request for generation gen of d.
+func containerSpec(p *config.Plugin, d Desired, gen int) sandbox.ContainerSpec {
+	s := d.Spec
 	return sandbox.ContainerSpec{
 		Plugin:      p.Name,
 		Generation:  gen,
-		Image:       imageRef(p),
-		ImageID:     imageID,
-		Command:     p.Command,
-		Env:         pluginEnv(cfg, p),
-		Port:        p.Port,
-		Publish:     cfg.Runner.Reach != config.ReachAddress && sup.Network != config.NetworkNone,
-		CPUs:        sup.CPUs,
-		Memory:      sup.Memory,
-		Pids:        sup.Pids,
-		Network:     sup.Network,
-		ReadOnly:    sup.ReadOnly,
-		User:        sup.User,
-		Runtime:     sup.Runtime,
-		StopTimeout: sup.StopTimeout,
+		Image:       s.ImageRef,
+		ImageID:     s.ImageID,
+		Snapshot:    d.Hash,
+		SpecLabel:   snapshot.Encode(s),
+		Command:     s.Command,
+		Env:         s.Env,
+		Port:        s.Port,
+		Publish:     s.Publish,
+		CPUs:        s.CPUs,
+		Memory:      s.Memory,
+		Pids:        s.Pids,
+		Network:     s.Network,
+		ReadOnly:    s.ReadOnly,
+		User:        s.User,
+		Runtime:     s.Runtime,
+		StopTimeout: p.Supervisor.StopTimeout,
 	}
 }
 

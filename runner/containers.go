@@ -1,0 +1,33 @@
+package runner
+
+import (
+	"context"
+	"time"
+
+	"github.com/xcore/runner/sandbox"
+)
+
+// removeContainer stops (SIGTERM, grace, SIGKILL) and removes a container with a fresh
+// context: cleanup must happen even when the caller's context is what ended.
+func (r *Runner) removeContainer(id string, grace time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), grace+time.Minute)
+	defer cancel()
+	if err := r.sb.Stop(ctx, id, grace); err != nil {
+		r.log.Warn("stop container", "container", id, "err", err)
+	}
+	if err := r.sb.Remove(ctx, id); err != nil {
+		r.log.Warn("remove container", "container", id, "err", err)
+	}
+}
+
+// watchEngine turns the engine's events into reconciles: an image event may move a tag
+// a plugin uses; a (re)connected stream means we may have missed anything. Container
+// deaths are supervision's business (not acted on yet).
+func (r *Runner) watchEngine() {
+	for ev := range r.sb.Events(r.ctx) {
+		switch ev.Kind {
+		case sandbox.EventImage, sandbox.EventResync:
+			r.Resync()
+		}
+	}
+}

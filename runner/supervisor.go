@@ -1,0 +1,344 @@
+package runner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"sync"
+	"time"
+
+	"github.com/xcore/runner/config"
+	"github.com/xcore/runner/proxy"
+	"github.com/xcore/runner/sandbox"
+	"github.com/xcore/runner/snapshot"
+)
+
+// supervisor owns one plugin: one goroutine (run) holds its containers and decides what
+// happens to them; everything else talks to it through submit, a latest-wins mailbox,
+// and reads its Status. Nothing else mutates a plugin's state.
+type supervisor struct {
+	r    *Runner
+	name string
+
+	mu      sync.Mutex
+	status  Status
+	pending *work
+	wake    chan struct{} // 1-slot: "pending changed"
+	settled chan struct{} // closed after the first apply (ready or failed)
+	once    sync.Once
+
+	// Owned by the run goroutine.
+	cur    *instance
+	adopt  *Op    // the start-up plan for this plugin, consumed by the first apply
+	failed string // snapshot hash whose start failed: not retried until the desired state changes
+}
+
+// work is one request to the supervisor: converge on d, or remove the plugin.
+type work struct {
+	cfg    *config.Plugin
+	d      Desired
+	remove bool
+}
+
+// instance is a container that serves (or served) the plugin.
+type instance struct {
+	ctr sandbox.Container
+	gen int
+	d   Desired
+	cfg *config.Plugin
+}
+
+func newSupervisor(r *Runner, name string) *supervisor {
+	return &supervisor{
+		r: r, name: name,
+		status: Status{Name: name, State: StatePending},
+		wake:   make(chan struct{}, 1), settled: make(chan struct{}),
+	}
+}
+
+// submit replaces whatever the supervisor has not started on yet: a burst of config
+// saves converges on the last one instead of replaying every intermediate state.
+func (s *supervisor) submit(w work) {
+	s.mu.Lock()
+	s.pending = &w
+	s.mu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (s *supervisor) take() *work {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	w := s.pending
+	s.pending = nil
+	return w
+}
+
+func (s *supervisor) snapshot() Status {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.status
+}
+
+func (s *supervisor) update(f func(*Status)) {
+	s.mu.Lock()
+	f(&s.status)
+	st := s.status
+	s.mu.Unlock()
+	s.r.emit(st)
+}
+
+func (s *supervisor) run(ctx context.Context) {
+	defer s.once.Do(func() { close(s.settled) })
+	for {
+		select {
+		case <-ctx.Done():
+			return // the runner's Shutdown stops containers by label
+		case <-s.wake:
+		}
+		w := s.take()
+		if w == nil {
+			continue
+		}
+		if w.remove {
+			s.removePlugin(ctx)
+			return
+		}
+		s.apply(ctx, w)
+		s.once.Do(func() { close(s.settled) })
+	}
+}
+
+// apply converges the plugin on w: start, adopt, replace start-first, or only update
+// the runner-side settings of what runs.
+func (s *supervisor) apply(ctx context.Context, w *work) {
+	var stale []sandbox.Container
+	if op := s.adopt; op != nil {
+		s.adopt = nil
+		stale = s.takeOver(ctx, op, w)
+	}
+	defer s.removeStale(stale)
+
+	switch {
+	case w.d.Err != nil && s.cur == nil:
+		s.fail(w.d.Err)
+	case w.d.Err != nil:
+		// Keep serving what runs: a tag that vanished is no reason to stop a plugin.
+		s.r.log.Error("cannot apply change; current generation keeps serving", "plugin", s.name, "err", w.d.Err)
+		s.update(func(st *Status) { st.LastError = w.d.Err.Error() })
+	case w.d.Hash == s.failed && (s.cur == nil || s.cur.d.Hash != w.d.Hash):
+		// Reloads and engine events re-submit the same desired state; a start that
+		// failed is retried on the next change, not on every wake-up.
+		s.r.log.Debug("desired state already failed; waiting for a change", "plugin", s.name)
+	case s.cur == nil:
+		inst, err := s.startGeneration(ctx, w)
+		if err != nil {
+			s.failed = w.d.Hash
+			s.fail(err)
+			return
+		}
+		s.promote(inst, "")
+	case s.cur.d.Hash == w.d.Hash:
+		// Same container; timeouts, limits and health apply live.
+		old := s.cur.cfg
+		s.cur.cfg = w.cfg
+		if backendFor(s.cur) != keyOf(backendSettings(old, s.cur)) {
+			s.route(s.cur)
+			s.r.log.Info("runner-side settings applied live", "plugin", s.name, "generation", s.cur.gen)
+		}
+	default:
+		s.replace(ctx, w, snapshot.Diff(s.cur.d.Spec, w.d.Spec).String())
+	}
+}
+
+// replace runs the start-first sequence: new generation up and healthy, route swapped,
+// old generation drained, stopped and removed. If the new one fails, the old one keeps
+// serving and the failure is recorded; the next change retries.
+func (s *supervisor) replace(ctx context.Context, w *work, reason string) {
+	if reason == "" {
+		reason = "snapshot changed"
+	}
+	begin := time.Now()
+	s.r.log.Info("replacing plugin", "plugin", s.name, "generation", s.cur.gen, "reason", reason)
+	inst, err := s.startGeneration(ctx, w)
+	if err != nil {
+		if ctx.Err() != nil {
+			return
+		}
+		s.failed = w.d.Hash
+		msg := fmt.Sprintf("replacement failed, generation %d keeps serving: %v", s.cur.gen, err)
+		s.r.log.Error("replacement failed; current generation keeps serving", "plugin", s.name, "generation", s.cur.gen, "err", err)
+		s.update(func(st *Status) { st.LastError = msg })
+		return
+	}
+	old := s.cur
+	s.promote(inst, reason)
+	s.retire(old)
+	s.r.log.Info("replaced plugin", "plugin", s.name, "from", old.gen, "to", inst.gen, "took", time.Since(begin).Round(time.Millisecond))
+}
+
+// promote makes inst the serving generation.
+func (s *supervisor) promote(inst *instance, reason string) {
+	s.cur, s.failed = inst, ""
+	s.route(inst)
+	s.update(func(st *Status) {
+		st.State, st.Generation, st.Container, st.Endpoint = StateHealthy, inst.gen, inst.ctr.ID, inst.ctr.Endpoint
+		st.Image, st.ImageID, st.Snapshot = inst.d.Spec.ImageRef, inst.d.Spec.ImageID, inst.d.Hash
+		st.StartedAt, st.LastError = time.Now(), ""
+		if reason != "" {
+			st.LastChange = reason
+		}
+	})
+}
+
+func (s *supervisor) fail(err error) {
+	s.r.router.SetNotReady(s.name, "failed: "+err.Error())
+	s.r.log.Error("plugin failed to start", "plugin", s.name, "err", err)
+	s.update(func(st *Status) { st.State, st.LastError = StateFailed, err.Error() })
+}
+
+// backendSettings is the proxy's view of inst under plugin config cfg.
+func backendSettings(cfg *config.Plugin, inst *instance) proxy.Backend {
+	sup := cfg.Supervisor
+	return proxy.Backend{
+		URL: &url.URL{Scheme: "http", Host: inst.ctr.Endpoint}, Generation: inst.gen,
+		RequestTimeout: sup.RequestTimeout, MaxConcurrent: sup.MaxConcurrent, MaxBody: sup.MaxBody,
+	}
+}
+
+// backendKey is backendSettings without the pointer, so two can be compared.
+type backendKey struct {
+	url          string
+	gen, maxConc int
+	timeout      time.Duration
+	maxBody      int64
+}
+
+func backendFor(inst *instance) backendKey { return keyOf(backendSettings(inst.cfg, inst)) }
+
+func keyOf(b proxy.Backend) backendKey {
+	return backendKey{b.URL.String(), b.Generation, b.MaxConcurrent, b.RequestTimeout, b.MaxBody}
+}
+
+func (s *supervisor) route(inst *instance) {
+	s.r.router.SetReady(s.name, backendSettings(inst.cfg, inst))
+}
+
+// startGeneration creates, starts and health-checks a new generation of w. On failure
+// the container is gone when it returns.
+func (s *supervisor) startGeneration(ctx context.Context, w *work) (*instance, error) {
+	begin := time.Now()
+	gen := s.r.allocGeneration(s.name)
+	if s.cur == nil {
+		s.r.router.SetNotReady(s.name, "starting")
+		s.update(func(st *Status) { st.State, st.Generation = StateStarting, gen })
+	}
+	pc := w.cfg
+	if pc.Supervisor.Network == config.NetworkNone {
+		// The unix-socket transport comes with the services sidecar; refuse clearly
+		// rather than start a plugin nobody can reach.
+		return nil, errors.New(`network = "none" is not supported yet: the unix-socket transport is not implemented`)
+	}
+	if pc.Build != "" {
+		return nil, fmt.Errorf("build = %q is not supported yet: build the image and use image = ...", pc.Build)
+	}
+	spec := containerSpec(pc, w.d, gen)
+	sctx, cancel := context.WithTimeout(ctx, pc.Supervisor.StartTimeout)
+	defer cancel()
+	ctr, err := s.r.sb.Run(sctx, spec)
+	if err != nil {
+		return nil, err
+	}
+	s.r.log.Debug("container running", "plugin", s.name, "container", ctr.Name, "after", time.Since(begin).Round(time.Millisecond))
+	if err := s.r.waitHealthy(sctx, ctr, pc); err != nil {
+		s.r.removeContainer(ctr.ID, pc.Supervisor.StopTimeout)
+		return nil, fmt.Errorf("start %s: %w", ctr.Name, err)
+	}
+	took := time.Since(begin)
+	s.update(func(st *Status) { st.Took, st.Adopted = took, false })
+	s.r.log.Info("plugin ready", "plugin", s.name, "generation", gen, "endpoint", ctr.Endpoint, "took", took.Round(time.Millisecond))
+	return &instance{ctr: ctr, gen: gen, d: w.d, cfg: pc}, nil
+}
+
+// retire drains old (until nothing of its generation is in flight, at most
+// drain_timeout), then stops and removes it.
+func (s *supervisor) retire(old *instance) {
+	sup := old.cfg.Supervisor
+	deadline := time.Now().Add(sup.DrainTimeout)
+	for s.r.router.InFlightGeneration(s.name, old.gen) > 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := s.r.router.InFlightGeneration(s.name, old.gen); n > 0 {
+		s.r.log.Warn("drain_timeout reached; stopping with requests in flight", "plugin", s.name, "generation", old.gen, "in_flight", n)
+	}
+	s.r.removeContainer(old.ctr.ID, sup.StopTimeout)
+}
+
+// removePlugin: the plugin left the config. New requests get 404, in-flight ones
+// finish (up to drain_timeout), then the container goes.
+func (s *supervisor) removePlugin(ctx context.Context) {
+	s.r.router.Remove(s.name)
+	if s.cur != nil {
+		s.retire(s.cur)
+		s.cur = nil
+	}
+	for _, c := range s.takeStale() {
+		s.r.removeContainer(c.ID, 10*time.Second)
+	}
+	s.r.log.Info("plugin removed", "plugin", s.name)
+	s.update(func(st *Status) { st.State = StateStopped })
+}
+
+func (s *supervisor) takeStale() []sandbox.Container {
+	if op := s.adopt; op != nil {
+		s.adopt = nil
+		all := op.Stale
+		if op.Current != nil {
+			all = append(all, *op.Current)
+		}
+		return all
+	}
+	return nil
+}
+
+// takeOver applies the start-up plan: a running container of a previous runner process
+// is taken over when it answers its health check — as the generation to keep when its
+// snapshot matches, or as the one that serves until its replacement is healthy. It
+// returns the containers to remove once the plugin serves.
+func (s *supervisor) takeOver(ctx context.Context, op *Op, w *work) []sandbox.Container {
+	stale := op.Stale
+	if op.Current == nil {
+		return stale
+	}
+	ctr, err := s.r.sb.Inspect(ctx, op.Current.ID)
+	if err == nil && ctr.Running && ctr.Endpoint != "" {
+		if err = s.r.probeUntil(ctx, ctr, w.cfg, 3*time.Second); err == nil {
+			d := w.d
+			if op.Action != ActionAdopt {
+				old, _ := snapshot.Decode(ctr.SpecLabel)
+				d = Desired{Spec: old, Hash: ctr.Snapshot}
+			}
+			s.cur = &instance{ctr: ctr, gen: ctr.Generation, d: d, cfg: w.cfg}
+			s.route(s.cur)
+			s.update(func(st *Status) {
+				st.State, st.Generation, st.Container, st.Endpoint = StateHealthy, ctr.Generation, ctr.ID, ctr.Endpoint
+				st.Image, st.ImageID, st.Snapshot, st.Adopted = d.Spec.ImageRef, ctr.ImageID, ctr.Snapshot, true
+				st.StartedAt = time.Now()
+			})
+			s.r.log.Info("adopted running container", "plugin", s.name, "generation", ctr.Generation, "container", ctr.Name)
+			return stale
+		}
+	}
+	s.r.log.Info("not adopting unhealthy container", "plugin", s.name, "container", op.Current.Name, "err", err)
+	return append(stale, *op.Current)
+}
+
+func (s *supervisor) removeStale(ctrs []sandbox.Container) {
+	for _, c := range ctrs {
+		s.r.log.Info("removing stale container", "plugin", s.name, "container", c.Name, "status", c.Status)
+		s.r.removeContainer(c.ID, s.r.stopTimeout(s.name))
+	}
+}
