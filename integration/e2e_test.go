@@ -32,6 +32,16 @@ func get(t *testing.T, url string) (*http.Response, string) {
 	return resp, string(b)
 }
 
+func httpPost(url, body string) (int, error) {
+	resp, err := http.Post(url, "text/plain", strings.NewReader(body))
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, resp.Body)
+	return resp.StatusCode, nil
+}
+
 func wantProblem(t *testing.T, resp *http.Response, body string, status int) problem {
 	t.Helper()
 	if resp.StatusCode != status {

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -38,9 +39,27 @@ var servingRE = regexp.MustCompile(`serving http://([0-9.:]+)/plugins/`)
 func startRunner(t *testing.T, hcl string, extraArgs ...string) *runnerProc {
 	t.Helper()
 	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "plugins.hcl"), []byte(hcl), 0o644); err != nil {
+	writeFile(t, filepath.Join(dir, "plugins.hcl"), hcl)
+	return startRunnerIn(t, dir, extraArgs...)
+}
+
+// writeFile writes via a temp file and rename, as editors do, so a watcher never reads
+// a half-written config.
+func writeFile(t *testing.T, path, body string) {
+	t.Helper()
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(body), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// startRunnerIn runs `runner up` on dir/plugins.hcl (a second runner in the same dir is
+// the same runner instance: same state_dir, same id).
+func startRunnerIn(t *testing.T, dir string, extraArgs ...string) *runnerProc {
+	t.Helper()
 	rp := &runnerProc{t: t, dir: dir, exited: make(chan struct{})}
 	args := append([]string{"up", "-c", filepath.Join(dir, "plugins.hcl")}, extraArgs...)
 	rp.cmd = exec.Command(runnerBin, args...)
@@ -109,6 +128,29 @@ func (rp *runnerProc) errOut() string {
 	return rp.stderr.String()
 }
 
+func (rp *runnerProc) config() string { return filepath.Join(rp.dir, "plugins.hcl") }
+
+// logTime returns the time of the first runner log line containing s.
+func (rp *runnerProc) logTime(s string) time.Time {
+	rp.t.Helper()
+	for _, line := range strings.Split(rp.errOut(), "\n") {
+		if strings.Contains(line, s) && strings.HasPrefix(line, "time=") {
+			ts, err := time.Parse(time.RFC3339Nano, strings.Fields(line)[0][len("time="):])
+			if err == nil {
+				return ts
+			}
+		}
+	}
+	rp.t.Fatalf("no log line with %q", s)
+	return time.Time{}
+}
+
+// waitLog waits until the runner's stderr contains s.
+func (rp *runnerProc) waitLog(within time.Duration, s string) {
+	rp.t.Helper()
+	eventually(rp.t, within, "runner log "+strconv.Quote(s), func() bool { return strings.Contains(rp.errOut(), s) })
+}
+
 // terminate sends SIGTERM and waits for the exit.
 func (rp *runnerProc) terminate(within time.Duration) error {
 	rp.t.Helper()
@@ -137,14 +179,24 @@ func (rp *runnerProc) containers() []string {
 	return strings.Fields(string(out))
 }
 
-// container returns the ID of the running container of plugin.
+// container returns the ID of the one running container of plugin.
 func (rp *runnerProc) container(plugin string) string {
 	rp.t.Helper()
-	id := docker(rp.t, "ps", "-q", "--filter", "label=io.xcore.runner="+rp.runnerID, "--filter", "label=io.xcore.plugin="+plugin)
-	if id == "" || strings.Contains(id, "\n") {
-		rp.t.Fatalf("want one container for plugin %s, got %q", plugin, id)
+	id := rp.containerID(plugin)
+	if id == "" {
+		rp.t.Fatalf("want one running container for plugin %s", plugin)
 	}
 	return id
+}
+
+// containerID is container without failing: "" unless exactly one runs.
+func (rp *runnerProc) containerID(plugin string) string {
+	out, _ := exec.Command("docker", "ps", "-q", "--filter", "label=io.xcore.runner="+rp.runnerID, "--filter", "label=io.xcore.plugin="+plugin).Output()
+	ids := strings.Fields(string(out))
+	if len(ids) != 1 {
+		return ""
+	}
+	return ids[0]
 }
 
 func (rp *runnerProc) forceCleanup() {
@@ -170,5 +222,5 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 
 // hcl renders a config with the runner on an ephemeral loopback port.
 func hcl(runnerExtra string, plugins ...string) string {
-	return fmt.Sprintf("runner {\n  listen = \"127.0.0.1:0\"\n  watch = false\n%s}\n\n%s", runnerExtra, strings.Join(plugins, "\n"))
+	return fmt.Sprintf("runner {\n  listen = \"127.0.0.1:0\"\n%s}\n\n%s", runnerExtra, strings.Join(plugins, "\n"))
 }

@@ -20,6 +20,7 @@ import (
 
 var (
 	runnerBin string // the runner binary built for this run
+	buildDir  string // where the example binaries and their Dockerfiles were put
 	testRunID string // labels every image this run builds
 	// images maps an example name to the tag built for this run.
 	images = map[string]string{}
@@ -53,6 +54,7 @@ func mainWithCleanup(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
+	buildDir = dir
 	defer removeTestImages()
 
 	if err := build(dir); err != nil {

@@ -24,6 +24,7 @@ Usage:
 Commands:
   up        start every plugin of a config and serve them at /plugins/<name>/ (foreground)
   validate  check a config (no Docker needed); exit 1 with file:line:col diagnostics
+  plan      show what would change against what runs (read-only); exit 0 none, 2 changes
   version   print the version
 
 Run "runner <command> -h" for a command's flags.
@@ -45,6 +46,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdUp(rest, stdout, stderr)
 	case "validate":
 		err = cmdValidate(rest, stdout, stderr)
+	case "plan":
+		err = cmdPlan(rest, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "runner", versionString())
 		return 0
@@ -60,7 +63,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	case errors.Is(err, flag.ErrHelp):
 		return 0
-	case errors.Is(err, errUsage):
+	case errors.Is(err, errUsage), errors.Is(err, errChanges):
 		return 2
 	case errors.Is(err, errReported):
 		return 1

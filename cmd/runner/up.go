@@ -46,23 +46,9 @@ func cmdUp(args []string, stdout, stderr io.Writer) error {
 	}
 	defer sb.Close()
 
-	var mu sync.Mutex // OnStatus is called from plugin goroutines
-	out := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
 	r := runner.New(runner.Options{
-		Config: cfg, Sandbox: sb, Router: proxy.New(proxy.Options{Logger: log}), Logger: log, Keep: *keep,
-		OnStatus: func(s runner.Status) {
-			mu.Lock()
-			defer mu.Unlock()
-			switch s.State {
-			case runner.StateHealthy:
-				fmt.Fprintf(out, "ready\t%s\t%s\t%s\tgeneration %d\t%s\n", s.Name, s.Image, s.Endpoint, s.Generation, s.Took.Round(time.Millisecond))
-			case runner.StateFailed:
-				fmt.Fprintf(out, "FAILED\t%s\t%s\t%s\n", s.Name, s.Image, s.LastError)
-			default:
-				return
-			}
-			out.Flush()
-		},
+		Config: cfg, ConfigPath: *cfgPath, Sandbox: sb, Router: proxy.New(proxy.Options{Logger: log}),
+		Logger: log, Keep: *keep, OnStatus: statusPrinter(stdout),
 	})
 
 	begin := time.Now()
@@ -76,7 +62,19 @@ func cmdUp(args []string, stdout, stderr io.Writer) error {
 		}
 		fmt.Fprintf(stdout, "serving http://%s/plugins/<name>/ — %d/%d plugins ready in %s; Ctrl-C to stop\n",
 			r.Addr(), ready, len(cfg.Plugins), time.Since(begin).Round(time.Millisecond))
-		<-ctx.Done()
+		hup := make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
+	wait:
+		for {
+			select {
+			case <-ctx.Done():
+				break wait
+			case <-hup:
+				log.Info("SIGHUP: reloading config")
+				r.Reload()
+			}
+		}
 	}
 	stop()
 	fmt.Fprintln(stderr, "shutting down: draining requests, stopping plugins (Ctrl-C again to force)")
@@ -87,4 +85,39 @@ func cmdUp(args []string, stdout, stderr io.Writer) error {
 		return startErr
 	}
 	return shutErr
+}
+
+// statusPrinter prints one line per plugin each time what serves it changes: ready
+// (with the generation, endpoint and start time) or failed (with the reason).
+func statusPrinter(stdout io.Writer) func(runner.Status) {
+	var mu sync.Mutex // OnStatus is called from plugin goroutines
+	out := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+	type shown struct {
+		state runner.State
+		gen   int
+		err   string
+	}
+	last := map[string]shown{}
+	return func(s runner.Status) {
+		mu.Lock()
+		defer mu.Unlock()
+		now := shown{s.State, s.Generation, s.LastError}
+		if last[s.Name] == now {
+			return
+		}
+		last[s.Name] = now
+		switch {
+		case s.State == runner.StateHealthy && s.Adopted:
+			fmt.Fprintf(out, "adopted\t%s\t%s\t%s\tgeneration %d\t\n", s.Name, s.Image, s.Endpoint, s.Generation)
+		case s.State == runner.StateHealthy && s.LastError != "":
+			fmt.Fprintf(out, "KEPT\t%s\t%s\t%s\n", s.Name, s.Image, s.LastError)
+		case s.State == runner.StateHealthy:
+			fmt.Fprintf(out, "ready\t%s\t%s\t%s\tgeneration %d\t%s\n", s.Name, s.Image, s.Endpoint, s.Generation, s.Took.Round(time.Millisecond))
+		case s.State == runner.StateFailed:
+			fmt.Fprintf(out, "FAILED\t%s\t%s\t%s\n", s.Name, s.Image, s.LastError)
+		default:
+			return
+		}
+		out.Flush()
+	}
 }

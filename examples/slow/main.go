@@ -6,6 +6,10 @@
 //	GET /healthz       ok
 //	POST /stop-listening  closes the listener but keeps running (proxy → 502)
 //	GET /dial?addr=ip:port[&timeout=2s]  tries a TCP connect, answers "connected" or the error
+//
+// Environment: SLOW_DELAY (default delay), SLOW_EXIT_CODE (exit at once with it: a
+// plugin that never starts), SLOW_HEALTH=fail (/healthz answers 500: a plugin that
+// listens but is never healthy).
 package main
 
 import (
@@ -15,6 +19,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -24,6 +29,12 @@ import (
 
 func main() {
 	defDelay, _ := time.ParseDuration(os.Getenv("SLOW_DELAY"))
+	if code := os.Getenv("SLOW_EXIT_CODE"); code != "" {
+		n, _ := strconv.Atoi(code)
+		log.Printf("exiting with code %d as told by SLOW_EXIT_CODE", n)
+		os.Exit(n)
+	}
+	sick := os.Getenv("SLOW_HEALTH") == "fail"
 
 	ln, err := plugin.Listen()
 	if err != nil {
@@ -32,7 +43,13 @@ func main() {
 	var closeOnce sync.Once
 
 	mux := http.NewServeMux()
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		if sick {
+			http.Error(w, "sick", http.StatusInternalServerError)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
 	mux.HandleFunc("/stop-listening", func(w http.ResponseWriter, r *http.Request) {
 		closeOnce.Do(func() { _ = ln.Close() })
 		// Also drop this kept-alive connection, or the caller would keep talking to us.
