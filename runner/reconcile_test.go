@@ -237,3 +237,28 @@ func TestImageEventTriggersReplacement(t *testing.T) {
 		t.Errorf("reason %q", st.LastChange)
 	}
 }
+
+// Removing a plugin and adding it back while its old supervisor is still busy (here:
+// mid-replacement) must end with the new one routed: the old supervisor's promotion and
+// "remove route" must not land after the new route.
+func TestRemoveThenReAddSameName(t *testing.T) {
+	f := newFake()
+	f.images["hello:1"] = "sha256:h"
+	f.images["hello:slow"] = "sha256:slow"
+	f.slow["sha256:slow"] = 400 * time.Millisecond
+	h := startHCL(t, f, hello("hi", "5s"))
+
+	h.write(strings.Replace(hello("slow", "5s"), "hello:1", "hello:slow", 1))
+	h.Reload()
+	waitFor(t, "slow replacement under way", func() bool { return f.runCount() == 2 })
+	h.write("")
+	h.Reload()
+	waitFor(t, "removal applied", func() bool { return h.config().Plugins["hello"] == nil })
+	h.write(hello("back", "5s"))
+	h.Reload()
+	waitFor(t, "hello back", func() bool { _, body := h.get("/plugins/hello/"); return strings.HasPrefix(body, "back") })
+	waitFor(t, "only the new hello left", func() bool { return f.count() == 1 })
+	if code, body := h.get("/plugins/hello/"); code != 200 || !strings.HasPrefix(body, "back") {
+		t.Fatalf("after the old supervisor finished: %d %q", code, body)
+	}
+}

@@ -46,10 +46,11 @@ type Runner struct {
 	keep     bool
 	prober   *prober
 
-	mu   sync.Mutex
-	cfg  *config.Config         // the last config that validated
-	sups map[string]*supervisor // written by Start and the reconcile loop only
-	gens map[string]int         // highest generation seen or allocated, per plugin
+	mu       sync.Mutex
+	cfg      *config.Config             // the last config that validated
+	sups     map[string]*supervisor     // written by Start and the reconcile loop only
+	retiring map[string]<-chan struct{} // removed plugins still draining: done channels
+	gens     map[string]int             // highest generation seen or allocated, per plugin
 
 	kick   chan struct{} // 1-slot: reconcile wanted
 	flagMu sync.Mutex
@@ -79,7 +80,8 @@ func New(o Options) *Runner {
 	return &Runner{
 		cfgPath: o.ConfigPath, cfg: o.Config, sb: o.Sandbox, router: o.Router, log: log,
 		onStatus: o.OnStatus, keep: o.Keep || o.Config.Runner.KeepOnExit, prober: newProber(),
-		sups: map[string]*supervisor{}, gens: map[string]int{}, kick: make(chan struct{}, 1),
+		sups: map[string]*supervisor{}, retiring: map[string]<-chan struct{}{}, gens: map[string]int{},
+		kick: make(chan struct{}, 1),
 	}
 }
 
@@ -138,8 +140,7 @@ func (r *Runner) Start(ctx context.Context) error {
 			})
 			continue
 		}
-		s := r.startSupervisor(op.Plugin)
-		s.adopt = &op
+		s := r.startSupervisor(op.Plugin, &op)
 		s.submit(work{cfg: cfg.Plugins[op.Plugin], d: desired[op.Plugin]})
 		sups = append(sups, s)
 	}
@@ -162,9 +163,10 @@ func (r *Runner) Start(ctx context.Context) error {
 	return nil
 }
 
-func (r *Runner) startSupervisor(name string) *supervisor {
-	s := newSupervisor(r, name)
+func (r *Runner) startSupervisor(name string, adopt *Op) *supervisor {
 	r.mu.Lock()
+	s := newSupervisor(r, name, adopt, r.retiring[name])
+	delete(r.retiring, name)
 	r.sups[name] = s
 	r.mu.Unlock()
 	r.wg.Go(func() { s.run(r.ctx) })
@@ -241,6 +243,7 @@ func (r *Runner) reconcile(ctx context.Context, t trigger) {
 			s.submit(work{remove: true})
 			r.mu.Lock()
 			delete(r.sups, name)
+			r.retiring[name] = s.done
 			r.mu.Unlock()
 		}
 	}
@@ -249,7 +252,7 @@ func (r *Runner) reconcile(ctx context.Context, t trigger) {
 		if s == nil {
 			r.log.Info("plugin added to config", "plugin", name)
 			r.router.SetNotReady(name, "pending")
-			s = r.startSupervisor(name)
+			s = r.startSupervisor(name, nil)
 		}
 		s.submit(work{cfg: pc, d: desired[name]})
 	}

@@ -31,6 +31,7 @@ type fakeSandbox struct {
 	nextID    int
 	runs      int
 	events    chan sandbox.Event
+	slow      map[string]time.Duration // image ID → how long Run takes
 }
 
 type fakeCtr struct {
@@ -39,7 +40,7 @@ type fakeCtr struct {
 }
 
 func newFake() *fakeSandbox {
-	return &fakeSandbox{images: map[string]string{}, dead: map[string]int{}, ctrs: map[string]*fakeCtr{}, lastSpec: map[string]sandbox.ContainerSpec{}, events: make(chan sandbox.Event)}
+	return &fakeSandbox{images: map[string]string{}, dead: map[string]int{}, ctrs: map[string]*fakeCtr{}, lastSpec: map[string]sandbox.ContainerSpec{}, events: make(chan sandbox.Event), slow: map[string]time.Duration{}}
 }
 
 func (f *fakeSandbox) ResolveImage(_ context.Context, ref string) (string, error) {
@@ -70,9 +71,13 @@ func (f *fakeSandbox) RemoveNetwork(context.Context) (bool, error) {
 
 func (f *fakeSandbox) Run(_ context.Context, spec sandbox.ContainerSpec) (sandbox.Container, error) {
 	f.mu.Lock()
+	f.runs++ // counted on entry: tests wait for "a start is under way"
+	delay := f.slow[spec.ImageID]
+	f.mu.Unlock()
+	time.Sleep(delay)
+	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.nextID++
-	f.runs++
 	c := sandbox.Container{ID: fmt.Sprintf("c%d", f.nextID), Name: sandbox.ContainerName("test", spec.Plugin, spec.Generation), Plugin: spec.Plugin, Generation: spec.Generation, ImageID: spec.ImageID, Snapshot: spec.Snapshot, SpecLabel: spec.SpecLabel, Running: true, Status: "running"}
 	fc := &fakeCtr{c: c}
 	if code, ok := f.dead[spec.ImageID]; ok {

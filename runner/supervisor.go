@@ -27,6 +27,8 @@ type supervisor struct {
 	wake    chan struct{} // 1-slot: "pending changed"
 	settled chan struct{} // closed after the first apply (ready or failed)
 	once    sync.Once
+	done    chan struct{}   // closed when run returns
+	after   <-chan struct{} // a predecessor of the same name that must be gone first
 
 	// Owned by the run goroutine.
 	cur    *instance
@@ -49,11 +51,15 @@ type instance struct {
 	cfg *config.Plugin
 }
 
-func newSupervisor(r *Runner, name string) *supervisor {
+// newSupervisor: adopt is the start-up plan for the plugin (nil for a plugin added
+// later); after, if not nil, is closed when a predecessor of the same name (removed
+// from the config just before) has drained and gone, so the two never fight over the
+// route.
+func newSupervisor(r *Runner, name string, adopt *Op, after <-chan struct{}) *supervisor {
 	return &supervisor{
-		r: r, name: name,
+		r: r, name: name, adopt: adopt, after: after,
 		status: Status{Name: name, State: StatePending},
-		wake:   make(chan struct{}, 1), settled: make(chan struct{}),
+		wake:   make(chan struct{}, 1), settled: make(chan struct{}), done: make(chan struct{}),
 	}
 }
 
@@ -92,7 +98,15 @@ func (s *supervisor) update(f func(*Status)) {
 }
 
 func (s *supervisor) run(ctx context.Context) {
+	defer close(s.done)
 	defer s.once.Do(func() { close(s.settled) })
+	if s.after != nil {
+		select {
+		case <-s.after:
+		case <-ctx.Done():
+			return
+		}
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -105,6 +119,9 @@ func (s *supervisor) run(ctx context.Context) {
 		}
 		if w.remove {
 			s.removePlugin(ctx)
+			return
+		}
+		if ctx.Err() != nil {
 			return
 		}
 		s.apply(ctx, w)
@@ -176,7 +193,7 @@ func (s *supervisor) replace(ctx context.Context, w *work, reason string) {
 	}
 	old := s.cur
 	s.promote(inst, reason)
-	s.retire(old)
+	s.retire(ctx, old)
 	s.r.log.Info("replaced plugin", "plugin", s.name, "from", old.gen, "to", inst.gen, "took", time.Since(begin).Round(time.Millisecond))
 }
 
@@ -264,12 +281,19 @@ func (s *supervisor) startGeneration(ctx context.Context, w *work) (*instance, e
 }
 
 // retire drains old (until nothing of its generation is in flight, at most
-// drain_timeout), then stops and removes it.
-func (s *supervisor) retire(old *instance) {
+// drain_timeout), then stops and removes it. When the runner shuts down meanwhile it
+// returns at once: Shutdown drains the proxy and removes every container itself.
+func (s *supervisor) retire(ctx context.Context, old *instance) {
 	sup := old.cfg.Supervisor
 	deadline := time.Now().Add(sup.DrainTimeout)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
 	for s.r.router.InFlightGeneration(s.name, old.gen) > 0 && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
 	}
 	if n := s.r.router.InFlightGeneration(s.name, old.gen); n > 0 {
 		s.r.log.Warn("drain_timeout reached; stopping with requests in flight", "plugin", s.name, "generation", old.gen, "in_flight", n)
@@ -282,7 +306,7 @@ func (s *supervisor) retire(old *instance) {
 func (s *supervisor) removePlugin(ctx context.Context) {
 	s.r.router.Remove(s.name)
 	if s.cur != nil {
-		s.retire(s.cur)
+		s.retire(ctx, s.cur)
 		s.cur = nil
 	}
 	for _, c := range s.takeStale() {
