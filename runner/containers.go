@@ -20,14 +20,22 @@ func (r *Runner) removeContainer(id string, grace time.Duration) {
 	}
 }
 
-// watchEngine turns the engine's events into reconciles: an image event may move a tag
-// a plugin uses; a (re)connected stream means we may have missed anything. Container
-// deaths are supervision's business (not acted on yet).
+// watchEngine turns the engine's events into work: an image event may move a tag a
+// plugin uses, and a (re)connected stream means we may have missed anything (e.g.
+// containers that died while dockerd restarted) — both re-observe everything; a
+// container's death goes to its plugin's supervisor.
 func (r *Runner) watchEngine() {
 	for ev := range r.sb.Events(r.ctx) {
 		switch ev.Kind {
 		case sandbox.EventImage, sandbox.EventResync:
 			r.Resync()
+		case sandbox.EventDie, sandbox.EventOOM:
+			r.mu.Lock()
+			s := r.sups[ev.Plugin]
+			r.mu.Unlock()
+			if s != nil {
+				s.notify(ev)
+			}
 		}
 	}
 }

@@ -172,7 +172,10 @@ func TestBrokenConfigChangesNothing(t *testing.T) {
 	// Then fix it: the intended change applies.
 	h.write(hello("hey", "5s"))
 	h.Reload()
-	waitFor(t, "fixed config applied", func() bool { _, body := h.get("/plugins/hello/"); return strings.HasPrefix(body, "hey") })
+	waitFor(t, "fixed config applied", func() bool { return h.status("hello").LastChange != "" })
+	if _, body := h.get("/plugins/hello/"); !strings.HasPrefix(body, "hey") {
+		t.Errorf("fixed config not serving: %q", body)
+	}
 	if st := h.status("hello"); st.Generation != before.Generation+1 {
 		t.Errorf("generation %d, want %d: the broken config must not have applied anything", st.Generation, before.Generation+1)
 	}

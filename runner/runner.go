@@ -291,6 +291,10 @@ func Desire(ctx context.Context, cfg *config.Config, resolve func(context.Contex
 	desired := make(map[string]Desired, len(cfg.Plugins))
 	for name, p := range cfg.Plugins {
 		switch {
+		case p.Supervisor.Network == config.NetworkNone:
+			// The unix-socket transport comes with the services sidecar; refuse clearly
+			// rather than start a plugin nobody can reach.
+			desired[name] = Desired{Err: errors.New(`network = "none" is not supported yet: the unix-socket transport is not implemented`)}
 		case p.Build != "":
 			desired[name] = Desired{Err: fmt.Errorf("build = %q is not supported yet: build the image and use image = ...", p.Build)}
 		case refs[p.Image].err != nil:

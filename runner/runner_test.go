@@ -32,6 +32,7 @@ type fakeSandbox struct {
 	runs      int
 	events    chan sandbox.Event
 	slow      map[string]time.Duration // image ID → how long Run takes
+	sick      map[string]bool          // container ID → its /healthz answers 500
 }
 
 type fakeCtr struct {
@@ -40,7 +41,7 @@ type fakeCtr struct {
 }
 
 func newFake() *fakeSandbox {
-	return &fakeSandbox{images: map[string]string{}, dead: map[string]int{}, ctrs: map[string]*fakeCtr{}, lastSpec: map[string]sandbox.ContainerSpec{}, events: make(chan sandbox.Event), slow: map[string]time.Duration{}}
+	return &fakeSandbox{images: map[string]string{}, dead: map[string]int{}, ctrs: map[string]*fakeCtr{}, lastSpec: map[string]sandbox.ContainerSpec{}, events: make(chan sandbox.Event), slow: map[string]time.Duration{}, sick: map[string]bool{}}
 }
 
 func (f *fakeSandbox) ResolveImage(_ context.Context, ref string) (string, error) {
@@ -84,8 +85,15 @@ func (f *fakeSandbox) Run(_ context.Context, spec sandbox.ContainerSpec) (sandbo
 		fc.c.Running, fc.c.Status, fc.c.ExitCode = false, "exited", code
 		fc.c.Endpoint = "127.0.0.1:1" // nothing listens
 	} else {
-		greeting := spec.Env["GREETING"]
+		greeting, id := spec.Env["GREETING"], c.ID
 		fc.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			f.mu.Lock()
+			sick := f.sick[id]
+			f.mu.Unlock()
+			if sick && r.URL.Path == "/healthz" {
+				http.Error(w, "sick", 500)
+				return
+			}
 			if r.URL.Path == "/sleep" {
 				select {
 				case <-time.After(300 * time.Millisecond):
@@ -168,6 +176,16 @@ func (f *fakeSandbox) leftover(c sandbox.Container, body string) {
 	f.ctrs[c.ID] = &fakeCtr{c: c, srv: srv}
 }
 
+// kill makes container id exit (as if it crashed) and returns the die event for it.
+func (f *fakeSandbox) kill(id string, code int, oom bool) sandbox.Event {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	fc := f.ctrs[id]
+	fc.c.Running, fc.c.Status, fc.c.ExitCode, fc.c.OOMKilled = false, "exited", code, oom
+	fc.srv.CloseClientConnections()
+	return sandbox.Event{Kind: sandbox.EventDie, ContainerID: id, Plugin: fc.c.Plugin, ExitCode: code}
+}
+
 func (f *fakeSandbox) runCount() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -189,7 +207,8 @@ func testPlugin(name, image string) *config.Plugin {
 			CPUs: 1, Memory: 256 << 20, Pids: 256, Network: config.NetworkBridge, ReadOnly: true, User: "65532:65532",
 			StartTimeout: 5 * time.Second, RequestTimeout: 5 * time.Second, StopTimeout: time.Second, DrainTimeout: 5 * time.Second,
 			MaxConcurrent: 16, MaxBody: 1 << 20,
-			Health: config.Health{Path: "/healthz", Interval: time.Second, Timeout: time.Second, Failures: 3},
+			Health:  config.Health{Path: "/healthz", Interval: time.Second, Timeout: time.Second, Failures: 3},
+			Restart: config.Restart{Policy: config.RestartOnFailure, Attempts: 2, Window: time.Minute, Backoff: 10 * time.Millisecond, MaxBackoff: 10 * time.Millisecond},
 		},
 	}
 }
@@ -263,7 +282,9 @@ func TestEnvIsRenderedForThePlugin(t *testing.T) {
 	}
 }
 
-func TestExitedContainerFailsFastWithExitCode(t *testing.T) {
+// A plugin that exits at once is restarted within its budget (attempts 2 here), each
+// start failing fast on the exit instead of waiting out start_timeout, then marked failed.
+func TestCrashLoopEndsFailedWithReason(t *testing.T) {
 	f := newFake()
 	f.images["crash:1"] = "sha256:c"
 	f.dead["sha256:c"] = 2
@@ -271,16 +292,22 @@ func TestExitedContainerFailsFastWithExitCode(t *testing.T) {
 	p.Supervisor.StartTimeout = 20 * time.Second
 	begin := time.Now()
 	r := startTest(t, f, testConfig(p))
+	waitFor(t, "failed", func() bool { return r.Statuses()[0].State == StateFailed })
 	if took := time.Since(begin); took > 5*time.Second {
-		t.Errorf("failure took %s: an exited container must not wait out start_timeout", took)
+		t.Errorf("crash loop took %s: an exited container must not wait out start_timeout", took)
 	}
 	st := r.Statuses()[0]
-	if st.State != StateFailed || !strings.Contains(st.LastError, "exited with code 2") {
+	if !strings.HasPrefix(st.LastError, "crashed 2 times in 1m0s:") || !strings.Contains(st.LastError, "exited with code 2") {
 		t.Errorf("status %+v", st)
 	}
-	if n := f.count(); n != 0 {
-		t.Errorf("%d containers left after a failed start", n)
+	if f.runCount() != 2 {
+		t.Errorf("%d starts, want 2 (attempts)", f.runCount())
 	}
+	code, body := httpGet(t, "http://"+r.Addr().String()+"/plugins/crash/")
+	if code != 503 || !strings.Contains(body, "crashed 2 times") {
+		t.Errorf("proxy: %d %q", code, body)
+	}
+	waitFor(t, "containers removed", func() bool { return f.count() == 0 })
 }
 
 func TestLeftoversAreRemovedAndGenerationsContinue(t *testing.T) {

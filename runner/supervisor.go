@@ -2,7 +2,6 @@ package runner
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/url"
 	"sync"
@@ -30,10 +29,18 @@ type supervisor struct {
 	done    chan struct{}   // closed when run returns
 	after   <-chan struct{} // a predecessor of the same name that must be gone first
 
+	events chan sandbox.Event // die/oom of this plugin's containers
+
 	// Owned by the run goroutine.
 	cur    *instance
+	want   *work  // the desired state last applied: what a restart starts again
 	adopt  *Op    // the start-up plan for this plugin, consumed by the first apply
 	failed string // snapshot hash whose start failed: not retried until the desired state changes
+
+	budget       *restartBudget
+	restartTimer *time.Timer // armed while waiting out a backoff
+	probeFails   int         // consecutive failed health probes of cur
+	healthySince time.Time
 }
 
 // work is one request to the supervisor: converge on d, or remove the plugin.
@@ -60,6 +67,17 @@ func newSupervisor(r *Runner, name string, adopt *Op, after <-chan struct{}) *su
 		r: r, name: name, adopt: adopt, after: after,
 		status: Status{Name: name, State: StatePending},
 		wake:   make(chan struct{}, 1), settled: make(chan struct{}), done: make(chan struct{}),
+		events: make(chan sandbox.Event, 16),
+	}
+}
+
+// notify hands an engine event to the supervisor without blocking the event stream: a
+// full queue drops it, and the health probes and the next resync notice instead.
+func (s *supervisor) notify(ev sandbox.Event) {
+	select {
+	case s.events <- ev:
+	default:
+		s.r.log.Warn("event queue full; dropping", "plugin", s.name, "event", ev.Kind)
 	}
 }
 
@@ -100,6 +118,7 @@ func (s *supervisor) update(f func(*Status)) {
 func (s *supervisor) run(ctx context.Context) {
 	defer close(s.done)
 	defer s.once.Do(func() { close(s.settled) })
+	defer s.stopRestartTimer()
 	if s.after != nil {
 		select {
 		case <-s.after:
@@ -107,25 +126,41 @@ func (s *supervisor) run(ctx context.Context) {
 			return
 		}
 	}
+	health := time.NewTicker(time.Hour)
+	defer health.Stop()
+	interval := time.Duration(0)
 	for {
+		// The probe interval is a runner-side setting: it follows the live config.
+		if s.cur != nil && s.cur.cfg.Supervisor.Health.Interval != interval {
+			interval = s.cur.cfg.Supervisor.Health.Interval
+			health.Reset(interval)
+		}
+		var restartC <-chan time.Time
+		if s.restartTimer != nil {
+			restartC = s.restartTimer.C
+		}
 		select {
 		case <-ctx.Done():
 			return // the runner's Shutdown stops containers by label
 		case <-s.wake:
+			w := s.take()
+			if w == nil {
+				continue
+			}
+			if w.remove {
+				s.removePlugin(ctx)
+				return
+			}
+			s.apply(ctx, w)
+			s.once.Do(func() { close(s.settled) })
+		case ev := <-s.events:
+			s.onEvent(ctx, ev)
+		case <-health.C:
+			s.checkHealth(ctx)
+		case <-restartC:
+			s.restartTimer = nil
+			s.restart(ctx)
 		}
-		w := s.take()
-		if w == nil {
-			continue
-		}
-		if w.remove {
-			s.removePlugin(ctx)
-			return
-		}
-		if ctx.Err() != nil {
-			return
-		}
-		s.apply(ctx, w)
-		s.once.Do(func() { close(s.settled) })
 	}
 }
 
@@ -138,6 +173,16 @@ func (s *supervisor) apply(ctx context.Context, w *work) {
 		stale = s.takeOver(ctx, op, w)
 	}
 	defer s.removeStale(stale)
+	if s.want == nil || s.want.d.Hash != w.d.Hash || s.want.cfg.Supervisor.Restart != w.cfg.Supervisor.Restart {
+		s.budget = newRestartBudget(w.cfg.Supervisor.Restart)
+	}
+	if s.want != nil && s.want.d.Hash != w.d.Hash && s.restartTimer != nil {
+		s.stopRestartTimer() // the change below starts what is wanted now
+	}
+	s.want = w
+	if s.cur != nil && s.cur.d.Hash == w.d.Hash && !s.alive(ctx) {
+		return // it died unnoticed (e.g. while the event stream was down): restarting
+	}
 
 	switch {
 	case w.d.Err != nil && s.cur == nil:
@@ -146,6 +191,8 @@ func (s *supervisor) apply(ctx context.Context, w *work) {
 		// Keep serving what runs: a tag that vanished is no reason to stop a plugin.
 		s.r.log.Error("cannot apply change; current generation keeps serving", "plugin", s.name, "err", w.d.Err)
 		s.update(func(st *Status) { st.LastError = w.d.Err.Error() })
+	case s.restartTimer != nil:
+		// A restart is pending with this very desired state: the timer does it.
 	case w.d.Hash == s.failed && (s.cur == nil || s.cur.d.Hash != w.d.Hash):
 		// Reloads and engine events re-submit the same desired state; a start that
 		// failed is retried on the next change, not on every wake-up.
@@ -153,8 +200,12 @@ func (s *supervisor) apply(ctx context.Context, w *work) {
 	case s.cur == nil:
 		inst, err := s.startGeneration(ctx, w)
 		if err != nil {
-			s.failed = w.d.Hash
-			s.fail(err)
+			if ctx.Err() == nil {
+				// A plugin that dies on start is a crash like any other: restarted
+				// within its budget, then failed.
+				s.cur = &instance{d: w.d, cfg: w.cfg}
+				s.crashed(ctx, crash{reason: err.Error()})
+			}
 			return
 		}
 		s.promote(inst, "")
@@ -200,6 +251,7 @@ func (s *supervisor) replace(ctx context.Context, w *work, reason string) {
 // promote makes inst the serving generation.
 func (s *supervisor) promote(inst *instance, reason string) {
 	s.cur, s.failed = inst, ""
+	s.probeFails, s.healthySince = 0, time.Now()
 	s.route(inst)
 	s.update(func(st *Status) {
 		st.State, st.Generation, st.Container, st.Endpoint = StateHealthy, inst.gen, inst.ctr.ID, inst.ctr.Endpoint
@@ -211,6 +263,7 @@ func (s *supervisor) promote(inst *instance, reason string) {
 	})
 }
 
+// fail marks a plugin that cannot start at all (its desired state cannot be computed).
 func (s *supervisor) fail(err error) {
 	s.r.router.SetNotReady(s.name, "failed: "+err.Error())
 	s.r.log.Error("plugin failed to start", "plugin", s.name, "err", err)
@@ -249,19 +302,12 @@ func (s *supervisor) route(inst *instance) {
 func (s *supervisor) startGeneration(ctx context.Context, w *work) (*instance, error) {
 	begin := time.Now()
 	gen := s.r.allocGeneration(s.name)
-	if s.cur == nil {
+	if s.cur == nil && s.snapshot().State != StateRestarting {
+		// (a restart keeps saying "restarting after <reason>" until it serves)
 		s.r.router.SetNotReady(s.name, "starting")
 		s.update(func(st *Status) { st.State, st.Generation = StateStarting, gen })
 	}
 	pc := w.cfg
-	if pc.Supervisor.Network == config.NetworkNone {
-		// The unix-socket transport comes with the services sidecar; refuse clearly
-		// rather than start a plugin nobody can reach.
-		return nil, errors.New(`network = "none" is not supported yet: the unix-socket transport is not implemented`)
-	}
-	if pc.Build != "" {
-		return nil, fmt.Errorf("build = %q is not supported yet: build the image and use image = ...", pc.Build)
-	}
 	spec := containerSpec(pc, w.d, gen)
 	sctx, cancel := context.WithTimeout(ctx, pc.Supervisor.StartTimeout)
 	defer cancel()
