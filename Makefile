@@ -1,7 +1,7 @@
 # xcore runner. `make run` and `make test` work on a fresh Linux box with Go and a Docker
 # Engine (.ci/run installs the engine when it is missing).
 GO       ?= go
-EXAMPLES := hello slow
+EXAMPLES := hello slow crashy hog hang
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
 # testcontainers-go on this kind of host: no reaper image can be pulled, and without the
@@ -9,7 +9,7 @@ VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev
 export TESTCONTAINERS_RYUK_DISABLED := true
 export TESTCONTAINERS_HOST_OVERRIDE := 127.0.0.1
 
-.PHONY: all build images run test test-short lint clean help
+.PHONY: all build images run test test-short lint clean help bench
 
 all: build
 
@@ -39,6 +39,9 @@ test: lint ## unit + Docker integration tests, with the race detector
 
 test-short: ## unit tests only (no Docker)
 	$(GO) test -race -short -count=1 ./...
+
+bench: build images ## replacement under load: runner start-first vs stop-first recreate (bench/RESULTS.md)
+	$(GO) run ./bench -out bench/RESULTS.md
 
 clean: ## remove build output
 	rm -rf bin examples/*/bin

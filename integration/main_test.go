@@ -75,7 +75,7 @@ func build(dir string) error {
 	if out, err := goBuild(root, runnerBin, "./cmd/runner"); err != nil {
 		return fmt.Errorf("build runner: %v\n%s", err, out)
 	}
-	for _, name := range []string{"hello", "slow"} {
+	for _, name := range []string{"hello", "slow", "crashy", "hog", "hang"} {
 		ctx := filepath.Join(dir, name)
 		if err := os.MkdirAll(filepath.Join(ctx, "bin"), 0o755); err != nil {
 			return err
