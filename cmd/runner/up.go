@@ -32,9 +32,37 @@ func cmdUp(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 
-	// First SIGINT/SIGTERM: graceful shutdown. A second one: default action (exit now).
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// First SIGINT/SIGTERM: graceful shutdown. A second Ctrl-C forces the exit; a repeated
+	// SIGTERM does not (process managers may signal a whole group, and abandoning the
+	// cleanup would leave containers behind).
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		first := true
+		for {
+			var sig os.Signal
+			select {
+			case sig = <-sigs:
+			case <-done:
+				return
+			}
+			switch {
+			case first:
+				first = false
+				stop()
+			case sig == os.Interrupt:
+				fmt.Fprintln(stderr, "second interrupt: exiting now; containers may be left running (the next `runner up` adopts or removes them)")
+				os.Exit(130)
+			default:
+				fmt.Fprintln(stderr, "already shutting down")
+			}
+		}
+	}()
 
 	id, err := runner.InstanceID(cfg.Runner.StateDir)
 	if err != nil {
