@@ -1,10 +1,14 @@
 package proxy
 
 import (
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strings"
+	"sync"
 	"testing"
+	"time"
 )
 
 // A request that looked up the route just before a swap must not be counted in on the
@@ -66,4 +70,46 @@ func TestInFlightGeneration(t *testing.T) {
 	<-done
 	// The client can have its answer a moment before the proxy counts the request out.
 	eventually(t, "generation 1 drained", func() bool { return p.InFlightGeneration("x", 1) == 0 })
+}
+
+type recordingObserver struct {
+	mu    sync.Mutex
+	calls []string
+}
+
+func (o *recordingObserver) RequestDone(plugin string, status int, d time.Duration) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.calls = append(o.calls, fmt.Sprintf("%s %d", plugin, status))
+}
+
+func TestObserverSeesConfiguredPluginsOnly(t *testing.T) {
+	t.Parallel()
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/teapot" {
+			w.WriteHeader(http.StatusTeapot)
+		}
+	}))
+	defer up.Close()
+	u, _ := url.Parse(up.URL)
+	obs := &recordingObserver{}
+	p := New(Options{Observer: obs})
+	defer p.Close()
+	p.SetReady("x", Backend{URL: u, Generation: 1})
+	p.SetNotReady("y", "starting")
+	front := httptest.NewServer(p)
+	defer front.Close()
+	for _, path := range []string{"/plugins/x/", "/plugins/x/teapot", "/plugins/y/", "/plugins/random-scan/", "/other"} {
+		resp, err := http.Get(front.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	eventually(t, "observed", func() bool { obs.mu.Lock(); defer obs.mu.Unlock(); return len(obs.calls) >= 3 })
+	obs.mu.Lock()
+	defer obs.mu.Unlock()
+	if got := strings.Join(obs.calls, ","); got != "x 200,x 418,y 503" {
+		t.Errorf("observed %q", got)
+	}
 }

@@ -53,12 +53,21 @@ type Backend struct {
 type Options struct {
 	// Logger receives request errors; nil means slog.Default().
 	Logger *slog.Logger
+	// Observer, if set, is told about every request to a configured plugin (metrics).
+	// Requests for unknown names are not observed: a scan must not create series.
+	Observer Observer
+}
+
+// Observer receives one call per finished request to a configured plugin.
+type Observer interface {
+	RequestDone(plugin string, status int, d time.Duration)
 }
 
 // Proxy is an http.Handler routing /plugins/<name>/* to each plugin's backend.
 // Its methods are safe for concurrent use.
 type Proxy struct {
 	log    *slog.Logger
+	obs    Observer
 	mux    http.Handler
 	routes atomic.Pointer[table]
 
@@ -81,6 +90,7 @@ type route struct {
 func New(opts Options) *Proxy {
 	p := &Proxy{
 		log:  opts.Logger,
+		obs:  opts.Observer,
 		live: make(map[string][]*backend),
 	}
 	if p.log == nil {
@@ -126,6 +136,20 @@ func (p *Proxy) servePlugin(w http.ResponseWriter, r *http.Request) {
 	}
 	st.plugin = name
 
+	if p.obs != nil {
+		if (*p.routes.Load())[name] != nil {
+			rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+			w = rec
+			begin := time.Now()
+			defer func() {
+				status := rec.status
+				if !rec.wroteHeader {
+					status = StatusClientClosed // nothing was written: the client went away
+				}
+				p.obs.RequestDone(name, status, time.Since(begin))
+			}()
+		}
+	}
 	var b *backend
 	for attempt := 0; b == nil; attempt++ {
 		rt := (*p.routes.Load())[name]
@@ -309,3 +333,26 @@ func (p *Proxy) Close() {
 		p.pruneLocked(name)
 	}
 }
+
+// statusRecorder remembers the status written, for the Observer. Unwrap lets
+// http.ResponseController (used by ReverseProxy to flush and hijack) reach the
+// real writer.
+type statusRecorder struct {
+	http.ResponseWriter
+	status      int
+	wroteHeader bool
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	if !s.wroteHeader && code >= 200 {
+		s.status, s.wroteHeader = code, true
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusRecorder) Write(b []byte) (int, error) {
+	s.wroteHeader = true
+	return s.ResponseWriter.Write(b)
+}
+
+func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }

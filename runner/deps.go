@@ -2,6 +2,7 @@ package runner
 
 import (
 	"context"
+	"io"
 	"net/http"
 	"time"
 
@@ -21,6 +22,7 @@ type Sandbox interface {
 	Remove(ctx context.Context, id string) error
 	List(ctx context.Context) ([]sandbox.Container, error)
 	Events(ctx context.Context) <-chan sandbox.Event
+	Logs(ctx context.Context, id string, follow bool, tail int) (io.ReadCloser, error)
 }
 
 // Router is the public proxy as the runner drives it; proxy.Proxy implements it.

@@ -60,6 +60,8 @@ type Runner struct {
 	srv    *http.Server
 	serveC chan error
 
+	bus bus
+
 	ctx    context.Context // lives from Start to Shutdown; all background work hangs off it
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -217,6 +219,7 @@ func (r *Runner) reconcile(ctx context.Context, t trigger) {
 			for _, d := range diags {
 				r.log.Error("config reload rejected; nothing changed", "diagnostic", d.Error())
 			}
+			r.publish(Event{Type: EventReload, Message: "rejected, nothing changed: " + diags.Error()})
 			if !t.resync {
 				return
 			}
@@ -227,6 +230,7 @@ func (r *Runner) reconcile(ctx context.Context, t trigger) {
 			r.cfg = next
 			r.mu.Unlock()
 			r.log.Info("config reloaded", "plugins", len(next.Plugins), "files", len(next.Files))
+			r.publish(Event{Type: EventReload, OK: true, Message: fmt.Sprintf("applied: %d plugins from %d files", len(next.Plugins), len(next.Files))})
 		}
 	}
 	desired := r.resolveAll(ctx, cfg)
@@ -340,6 +344,7 @@ func (r *Runner) emit(s Status) {
 	if r.onStatus != nil {
 		r.onStatus(s)
 	}
+	r.publish(Event{Type: EventState, Plugin: s.Name, Status: &s})
 }
 
 func (r *Runner) stopTimeout(plugin string) time.Duration {

@@ -166,6 +166,10 @@ func (f *fakeSandbox) Events(ctx context.Context) <-chan sandbox.Event {
 	return out
 }
 
+func (f *fakeSandbox) Logs(_ context.Context, id string, _ bool, _ int) (io.ReadCloser, error) {
+	return io.NopCloser(strings.NewReader("log of " + id + "\n")), nil
+}
+
 // serve starts a fake container that answers like the plugin would, as a leftover of
 // an earlier runner process.
 func (f *fakeSandbox) leftover(c sandbox.Container, body string) {

@@ -80,6 +80,7 @@ func (s *supervisor) checkHealth(ctx context.Context) {
 		return
 	}
 	s.probeFails++
+	s.r.publish(Event{Type: EventProbeFailed, Plugin: s.name, Message: err.Error()})
 	s.r.log.Warn("health probe failed", "plugin", s.name, "failures", s.probeFails, "of", h.Failures, "err", err)
 	if s.probeFails < h.Failures {
 		s.update(func(st *Status) { st.State = StateUnhealthy })
@@ -94,6 +95,7 @@ func (s *supervisor) crashed(ctx context.Context, c crash) {
 	old := s.cur
 	s.cur = nil
 	s.probeFails, s.healthySince = 0, time.Time{}
+	s.r.publish(Event{Type: EventCrash, Plugin: s.name, Reason: c.reason})
 	restart, delay, why := s.budget.decide(c, time.Now())
 	if restart {
 		s.r.router.SetNotReady(s.name, "restarting after "+c.reason)
@@ -135,6 +137,7 @@ func (s *supervisor) restart(ctx context.Context) {
 	}
 	s.update(func(st *Status) { st.Restarts++ })
 	s.promote(inst, "")
+	s.r.publish(Event{Type: EventRestart, Plugin: s.name})
 	s.r.log.Info("plugin restarted", "plugin", s.name, "generation", inst.gen)
 }
 
@@ -143,4 +146,22 @@ func (s *supervisor) stopRestartTimer() {
 		s.restartTimer.Stop()
 		s.restartTimer = nil
 	}
+}
+
+// restartNow is an explicit restart: start-first replacement by a fresh container of
+// the same spec, or — for a failed or restarting plugin — a start with a fresh budget.
+func (s *supervisor) restartNow(ctx context.Context) {
+	w := s.want
+	if w == nil || w.d.Err != nil {
+		return
+	}
+	s.r.log.Info("restart requested", "plugin", s.name)
+	if s.cur != nil {
+		s.replace(ctx, w, "restart requested")
+		return
+	}
+	s.stopRestartTimer()
+	s.failed = ""
+	s.budget = newRestartBudget(w.cfg.Supervisor.Restart)
+	s.apply(ctx, w)
 }

@@ -20,14 +20,15 @@ type supervisor struct {
 	r    *Runner
 	name string
 
-	mu      sync.Mutex
-	status  Status
-	pending *work
-	wake    chan struct{} // 1-slot: "pending changed"
-	settled chan struct{} // closed after the first apply (ready or failed)
-	once    sync.Once
-	done    chan struct{}   // closed when run returns
-	after   <-chan struct{} // a predecessor of the same name that must be gone first
+	mu         sync.Mutex
+	status     Status
+	pending    *work
+	restartReq bool          // an explicit restart was requested
+	wake       chan struct{} // 1-slot: "pending changed"
+	settled    chan struct{} // closed after the first apply (ready or failed)
+	once       sync.Once
+	done       chan struct{}   // closed when run returns
+	after      <-chan struct{} // a predecessor of the same name that must be gone first
 
 	events chan sandbox.Event // die/oom of this plugin's containers
 
@@ -93,12 +94,23 @@ func (s *supervisor) submit(w work) {
 	}
 }
 
-func (s *supervisor) take() *work {
+func (s *supervisor) take() (w *work, restart bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	w := s.pending
-	s.pending = nil
-	return w
+	w, restart = s.pending, s.restartReq
+	s.pending, s.restartReq = nil, false
+	return w, restart
+}
+
+// requestRestart asks for a fresh container (admin API, `runner restart`).
+func (s *supervisor) requestRestart() {
+	s.mu.Lock()
+	s.restartReq = true
+	s.mu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
 }
 
 func (s *supervisor) snapshot() Status {
@@ -143,16 +155,18 @@ func (s *supervisor) run(ctx context.Context) {
 		case <-ctx.Done():
 			return // the runner's Shutdown stops containers by label
 		case <-s.wake:
-			w := s.take()
-			if w == nil {
-				continue
-			}
-			if w.remove {
+			w, restart := s.take()
+			if w != nil && w.remove {
 				s.removePlugin(ctx)
 				return
 			}
-			s.apply(ctx, w)
-			s.once.Do(func() { close(s.settled) })
+			if w != nil {
+				s.apply(ctx, w)
+				s.once.Do(func() { close(s.settled) })
+			}
+			if restart {
+				s.restartNow(ctx)
+			}
 		case ev := <-s.events:
 			s.onEvent(ctx, ev)
 		case <-health.C:
@@ -231,6 +245,7 @@ func (s *supervisor) replace(ctx context.Context, w *work, reason string) {
 	}
 	begin := time.Now()
 	s.r.log.Info("replacing plugin", "plugin", s.name, "generation", s.cur.gen, "reason", reason)
+	s.r.publish(Event{Type: EventReplacing, Plugin: s.name, Reason: reason})
 	inst, err := s.startGeneration(ctx, w)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -239,6 +254,7 @@ func (s *supervisor) replace(ctx context.Context, w *work, reason string) {
 		s.failed = w.d.Hash
 		msg := fmt.Sprintf("replacement failed, generation %d keeps serving: %v", s.cur.gen, err)
 		s.r.log.Error("replacement failed; current generation keeps serving", "plugin", s.name, "generation", s.cur.gen, "err", err)
+		s.r.publish(Event{Type: EventReplaceFail, Plugin: s.name, Reason: reason, Message: msg, Duration: time.Since(begin)})
 		s.update(func(st *Status) { st.LastError = msg })
 		return
 	}
@@ -246,6 +262,7 @@ func (s *supervisor) replace(ctx context.Context, w *work, reason string) {
 	s.promote(inst, reason)
 	s.retire(ctx, old)
 	s.r.log.Info("replaced plugin", "plugin", s.name, "from", old.gen, "to", inst.gen, "took", time.Since(begin).Round(time.Millisecond))
+	s.r.publish(Event{Type: EventReplaced, Plugin: s.name, Reason: reason, Duration: time.Since(begin)})
 }
 
 // promote makes inst the serving generation.

@@ -1,0 +1,46 @@
+package sandbox
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strconv"
+
+	"github.com/moby/moby/api/pkg/stdcopy"
+	"github.com/moby/moby/client"
+)
+
+// Logs streams a container's stdout and stderr, demultiplexed and interleaved as they
+// come, until ctx ends (follow) or the log is exhausted. tail < 0 means everything.
+// The reader must be closed.
+func (c *Client) Logs(ctx context.Context, id string, follow bool, tail int) (io.ReadCloser, error) {
+	t := "all"
+	if tail >= 0 {
+		t = strconv.Itoa(tail)
+	}
+	// No call timeout: a followed log may outlive any bound; ctx ends it.
+	res, err := c.api.ContainerLogs(ctx, id, client.ContainerLogsOptions{ShowStdout: true, ShowStderr: true, Follow: follow, Tail: t})
+	if err != nil {
+		return nil, fmt.Errorf("logs of container %s: %w", id, err)
+	}
+	pr, pw := io.Pipe()
+	go func() {
+		// Containers run without a TTY, so the stream is multiplexed.
+		_, err := stdcopy.StdCopy(pw, pw, res)
+		res.Close()
+		pw.CloseWithError(err)
+	}()
+	return readCloser{pr, res}, nil
+}
+
+// readCloser closes both the demultiplexed pipe and the engine's stream, so a caller
+// that stops reading early does not leave the copy goroutine blocked.
+type readCloser struct {
+	*io.PipeReader
+	src io.Closer
+}
+
+func (r readCloser) Close() error {
+	_ = r.src.Close()
+	return r.PipeReader.Close()
+}
