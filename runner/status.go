@@ -17,19 +17,19 @@ const (
 
 // Status is a read-only view of one plugin, for the CLI and the admin API.
 type Status struct {
-	Name       string
-	State      State
-	Generation int
-	Image      string
-	ImageID    string
-	Snapshot   string
-	Container  string // container ID
-	Endpoint   string // host:port the proxy dials
-	StartedAt  time.Time
-	Took       time.Duration // from start request to healthy
-	Adopted    bool          // taken over from a previous runner process, not started
-	LastChange string        // why the current generation replaced the previous one
-	LastError  string        // the last failure, including a replacement that failed
-	Restarts   int           // containers started again after a crash or failed health
-	LastExit   string        // why the last container stopped serving ("exit code 2", "OOM killed")
+	Name       string        `json:"name"`
+	State      State         `json:"state"`
+	Generation int           `json:"generation"`
+	Image      string        `json:"image"`
+	ImageID    string        `json:"image_id"`
+	Snapshot   string        `json:"snapshot"`
+	Container  string        `json:"container"` // container ID
+	Endpoint   string        `json:"endpoint"`  // host:port the proxy dials
+	StartedAt  time.Time     `json:"started_at"`
+	Took       time.Duration `json:"took"`        // from start request to healthy (ns)
+	Adopted    bool          `json:"adopted"`     // taken over from a previous runner process, not started
+	LastChange string        `json:"last_change"` // why the current generation replaced the previous one
+	LastError  string        `json:"last_error"`  // the last failure, including a replacement that failed
+	Restarts   int           `json:"restarts"`    // containers started again after a crash or failed health
+	LastExit   string        `json:"last_exit"`   // why the last container stopped serving ("exit code 2", "OOM killed")
 }
