@@ -8,15 +8,19 @@ import (
 )
 
 // removeContainer stops (SIGTERM, grace, SIGKILL) and removes a container with a fresh
-// context: cleanup must happen even when the caller's context is what ended.
-func (r *Runner) removeContainer(id string, grace time.Duration) {
+// context — cleanup must happen even when the caller's context is what ended — then
+// revokes its sidecar token and closes its services socket.
+func (r *Runner) removeContainer(c sandbox.Container, grace time.Duration) {
 	ctx, cancel := context.WithTimeout(context.Background(), grace+time.Minute)
 	defer cancel()
-	if err := r.sb.Stop(ctx, id, grace); err != nil {
-		r.log.Warn("stop container", "container", id, "err", err)
+	if err := r.sb.Stop(ctx, c.ID, grace); err != nil {
+		r.log.Warn("stop container", "container", c.ID, "err", err)
 	}
-	if err := r.sb.Remove(ctx, id); err != nil {
-		r.log.Warn("remove container", "container", id, "err", err)
+	if err := r.sb.Remove(ctx, c.ID); err != nil {
+		r.log.Warn("remove container", "container", c.ID, "err", err)
+	}
+	if r.sidecar != nil && c.Plugin != "" {
+		r.sidecar.release(c.Plugin, c.Generation)
 	}
 }
 

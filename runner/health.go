@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/xcore/runner/config"
@@ -34,6 +35,9 @@ func newProber() *prober {
 func (p *prober) probe(ctx context.Context, endpoint string, h config.Health, published bool) error {
 	ctx, cancel := context.WithTimeout(ctx, h.Timeout)
 	defer cancel()
+	if sock, ok := strings.CutPrefix(endpoint, "unix:"); ok {
+		return p.probeUnix(ctx, sock, h)
+	}
 	if h.Path == "" && !published {
 		var d net.Dialer
 		c, err := d.DialContext(ctx, "tcp", endpoint)
@@ -58,6 +62,37 @@ func (p *prober) probe(ctx context.Context, endpoint string, h config.Health, pu
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	resp.Body.Close()
 	if h.Path != "" && resp.StatusCode >= 400 {
+		return fmt.Errorf("GET %s: status %d", h.Path, resp.StatusCode)
+	}
+	return nil
+}
+
+// probeUnix probes a network = "none" plugin over its socket: connecting is the TCP
+// probe's equivalent; with a path, an HTTP GET over the socket.
+func (p *prober) probeUnix(ctx context.Context, sock string, h config.Health) error {
+	var d net.Dialer
+	if h.Path == "" {
+		c, err := d.DialContext(ctx, "unix", sock)
+		if err != nil {
+			return err
+		}
+		return c.Close()
+	}
+	client := &http.Client{Transport: &http.Transport{
+		DisableKeepAlives: true,
+		DialContext:       func(ctx context.Context, _, _ string) (net.Conn, error) { return d.DialContext(ctx, "unix", sock) },
+	}}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://plugin"+h.Path, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+	if resp.StatusCode >= 400 {
 		return fmt.Errorf("GET %s: status %d", h.Path, resp.StatusCode)
 	}
 	return nil

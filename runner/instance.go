@@ -44,3 +44,27 @@ func InstanceID(stateDir string) (string, error) {
 	}
 	return id, nil
 }
+
+// InstanceSecret returns the runner's secret (32 random bytes kept 0600 in stateDir),
+// creating it on first use. Sidecar tokens and run folder names derive from it.
+func InstanceSecret(stateDir string) ([]byte, error) {
+	path := filepath.Join(stateDir, "secret")
+	b, err := os.ReadFile(path)
+	if err == nil && len(b) >= 32 {
+		return b, nil
+	}
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("read runner secret: %w", err)
+	}
+	if err := os.MkdirAll(stateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create state_dir: %w", err)
+	}
+	b = make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		return nil, fmt.Errorf("write runner secret: %w", err)
+	}
+	return b, nil
+}

@@ -204,7 +204,7 @@ func TestAdoptsMatchingContainerWithoutRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg, _, _ := config.Load(path)
-	d := desiredFor(cfg, cfg.Plugins["hello"], "sha256:h")
+	d := desiredFor(cfg, cfg.Plugins["hello"], "sha256:h", 0)
 	spec := containerSpec(cfg.Plugins["hello"], d, 7)
 	f.leftover(sandbox.Container{ID: "old", Plugin: "hello", Generation: 7, Snapshot: spec.Snapshot, SpecLabel: spec.SpecLabel, ImageID: "sha256:h"}, "adopted")
 	f.leftover(sandbox.Container{ID: "older", Plugin: "hello", Generation: 6, Snapshot: "x"}, "stale")

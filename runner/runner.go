@@ -13,11 +13,13 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"sort"
 	"sync"
 	"time"
 
 	"github.com/xcore/runner/config"
+	"github.com/xcore/runner/services"
 )
 
 // Options configures a Runner.
@@ -34,6 +36,9 @@ type Options struct {
 	OnStatus func(Status)
 	// Keep leaves the plugin containers running on Shutdown (runner up --keep).
 	Keep bool
+	// Services hosts the sidecar endpoints; nil: Start opens the services of
+	// runner.state_dir (when it is set).
+	Services Services
 }
 
 // Runner runs the plugins of one config.
@@ -62,6 +67,10 @@ type Runner struct {
 
 	bus bus
 
+	svc     Services // nil: no services (unit tests with a hand-built config)
+	ownSvc  bool     // created by Start: closed by Shutdown
+	sidecar *sidecar
+
 	ctx    context.Context // lives from Start to Shutdown; all background work hangs off it
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -81,7 +90,7 @@ func New(o Options) *Runner {
 	}
 	return &Runner{
 		cfgPath: o.ConfigPath, cfg: o.Config, sb: o.Sandbox, router: o.Router, log: log,
-		onStatus: o.OnStatus, keep: o.Keep || o.Config.Runner.KeepOnExit, prober: newProber(),
+		onStatus: o.OnStatus, keep: o.Keep || o.Config.Runner.KeepOnExit, prober: newProber(), svc: o.Services,
 		sups: map[string]*supervisor{}, retiring: map[string]<-chan struct{}{}, gens: map[string]int{},
 		kick: make(chan struct{}, 1),
 	}
@@ -113,7 +122,11 @@ func (r *Runner) Start(ctx context.Context) error {
 	for name := range cfg.Plugins {
 		r.router.SetNotReady(name, "pending")
 	}
-	if _, err := r.sb.EnsureNetwork(ctx); err != nil {
+	netw, err := r.sb.EnsureNetwork(ctx)
+	if err != nil {
+		return err
+	}
+	if err := r.startServices(cfg, netw.Gateway); err != nil {
 		return err
 	}
 	observed, err := r.sb.List(ctx)
@@ -137,7 +150,7 @@ func (r *Runner) Start(ctx context.Context) error {
 			r.wg.Go(func() {
 				for _, c := range op.Stale {
 					r.log.Info("removing container of unconfigured plugin", "plugin", op.Plugin, "container", c.Name)
-					r.removeContainer(c.ID, 10*time.Second)
+					r.removeContainer(c, 10*time.Second)
 				}
 			})
 			continue
@@ -163,6 +176,43 @@ func (r *Runner) Start(ctx context.Context) error {
 		})
 	}
 	return nil
+}
+
+// startServices opens the services (kv store) and the sidecar endpoints.
+func (r *Runner) startServices(cfg *config.Config, gateway netip.Addr) error {
+	var secret []byte
+	if dir := cfg.Runner.StateDir; dir != "" {
+		var err error
+		if secret, err = InstanceSecret(dir); err != nil {
+			return err
+		}
+		if r.svc == nil {
+			m, err := services.New(services.Options{StateDir: dir, Key: secret, Logger: r.log})
+			if err != nil {
+				return fmt.Errorf("services: %w", err)
+			}
+			r.svc, r.ownSvc = m, true
+		}
+	}
+	if r.svc == nil {
+		r.sidecar = &sidecar{log: r.log, socks: map[string]*http.Server{}}
+		return nil
+	}
+	r.svc.SetConfig(cfg.Services, declaredServices(cfg))
+	sc, err := startSidecar(r.svc, r.log, cfg.Runner.StateDir, secret, gateway)
+	if err != nil {
+		return err
+	}
+	r.sidecar = sc
+	return nil
+}
+
+func declaredServices(cfg *config.Config) map[string][]string {
+	out := make(map[string][]string, len(cfg.Plugins))
+	for name, p := range cfg.Plugins {
+		out[name] = p.Services
+	}
+	return out
 }
 
 func (r *Runner) startSupervisor(name string, adopt *Op) *supervisor {
@@ -225,6 +275,10 @@ func (r *Runner) reconcile(ctx context.Context, t trigger) {
 			}
 		} else {
 			r.warnRunnerChanges(cfg, next)
+			if r.svc != nil {
+				// url services' upstreams and headers apply live, before any replacement.
+				r.svc.SetConfig(next.Services, declaredServices(next))
+			}
 			cfg = next
 			r.mu.Lock()
 			r.cfg = next
@@ -276,7 +330,10 @@ func (r *Runner) resolveAll(ctx context.Context, cfg *config.Config) map[string]
 
 // Desire computes every plugin's desired snapshot, resolving image references
 // concurrently (one resolve per distinct reference). `runner plan` uses it too.
+// NAME_URLs carry the sidecar port of the state_dir, so `runner plan` computes the same
+// snapshots as the running runner.
 func Desire(ctx context.Context, cfg *config.Config, resolve func(context.Context, string) (string, error)) map[string]Desired {
+	port, _ := ReadSidecarPort(cfg.Runner.StateDir)
 	type res struct {
 		id  string
 		err error
@@ -295,16 +352,12 @@ func Desire(ctx context.Context, cfg *config.Config, resolve func(context.Contex
 	desired := make(map[string]Desired, len(cfg.Plugins))
 	for name, p := range cfg.Plugins {
 		switch {
-		case p.Supervisor.Network == config.NetworkNone:
-			// The unix-socket transport comes with the services sidecar; refuse clearly
-			// rather than start a plugin nobody can reach.
-			desired[name] = Desired{Err: errors.New(`network = "none" is not supported yet: the unix-socket transport is not implemented`)}
 		case p.Build != "":
 			desired[name] = Desired{Err: fmt.Errorf("build = %q is not supported yet: build the image and use image = ...", p.Build)}
 		case refs[p.Image].err != nil:
 			desired[name] = Desired{Err: refs[p.Image].err}
 		default:
-			desired[name] = desiredFor(cfg, p, refs[p.Image].id)
+			desired[name] = desiredFor(cfg, p, refs[p.Image].id, port)
 		}
 	}
 	return desired
@@ -365,6 +418,19 @@ func (r *Runner) drainTimeout() time.Duration {
 	return d
 }
 
+func (r *Runner) closeServices(ctx context.Context, errs *[]error) {
+	if r.sidecar != nil {
+		if err := r.sidecar.close(ctx); err != nil {
+			*errs = append(*errs, err)
+		}
+	}
+	if r.ownSvc {
+		if err := r.svc.Close(); err != nil {
+			*errs = append(*errs, fmt.Errorf("services: %w", err))
+		}
+	}
+}
+
 // Shutdown stops accepting requests, lets in-flight ones finish (up to the longest
 // drain_timeout), then stops and removes every container of this runner (SIGTERM, then
 // SIGKILL after stop_timeout) and its network — unless Keep is set.
@@ -389,6 +455,7 @@ func (r *Runner) Shutdown(ctx context.Context) error {
 
 	if r.keep {
 		r.log.Info("leaving plugin containers running (keep_on_exit)")
+		r.closeServices(ctx, &errs)
 		return errors.Join(errs...)
 	}
 	// Docker is the source of truth: stop whatever carries our label, not just what we
@@ -399,9 +466,10 @@ func (r *Runner) Shutdown(ctx context.Context) error {
 	}
 	var wg sync.WaitGroup
 	for _, c := range ctrs {
-		wg.Go(func() { r.removeContainer(c.ID, r.stopTimeout(c.Plugin)) })
+		wg.Go(func() { r.removeContainer(c, r.stopTimeout(c.Plugin)) })
 	}
 	wg.Wait()
+	r.closeServices(ctx, &errs)
 	r.mu.Lock()
 	sups := r.sups
 	r.mu.Unlock()

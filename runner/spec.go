@@ -10,14 +10,18 @@ import (
 )
 
 // desiredFor renders the snapshot of what p's container must be made of. Pure: the
-// same config and image ID always give the same hash.
-func desiredFor(cfg *config.Config, p *config.Plugin, imageID string) Desired {
+// same config, image ID and sidecar port always give the same hash.
+func desiredFor(cfg *config.Config, p *config.Plugin, imageID string, sidecarPort int) Desired {
 	sup := p.Supervisor
+	env := pluginEnv(cfg, p)
+	if err := serviceEnv(env, cfg, p, sidecarPort); err != nil {
+		return Desired{Err: err}
+	}
 	s := snapshot.Spec{
 		ImageRef: imageRef(p),
 		ImageID:  imageID,
 		Command:  p.Command,
-		Env:      pluginEnv(cfg, p),
+		Env:      env,
 		Port:     p.Port,
 		Publish:  publish(cfg, p),
 		CPUs:     sup.CPUs,
@@ -70,18 +74,13 @@ func imageRef(p *config.Plugin) string {
 	return p.Build
 }
 
-// pluginEnv is the plugin's environment: its own env, then the values of the `env`
-// services it declares, then the variables the runner owns (which win: a plugin cannot
-// be told a PORT other than the one it is probed and proxied on).
+// pluginEnv is the plugin's own environment plus the variables the runner owns (which
+// win: a plugin cannot be told a PORT other than the one it is probed and proxied on).
+// serviceEnv adds the services'.
 func pluginEnv(cfg *config.Config, p *config.Plugin) map[string]string {
 	env := maps.Clone(p.Env)
 	if env == nil {
 		env = map[string]string{}
-	}
-	for _, name := range p.Services {
-		if s := cfg.Services[name]; s != nil {
-			maps.Copy(env, s.Env)
-		}
 	}
 	env["PORT"] = strconv.Itoa(p.Port)
 	env["XCORE_PLUGIN"] = p.Name

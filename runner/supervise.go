@@ -104,8 +104,8 @@ func (s *supervisor) crashed(ctx context.Context, c crash) {
 	}
 	// Remove the dead or unhealthy container off the supervisor's path: a hung one may
 	// take its stop_timeout, and the restart must not wait for it.
-	if id, grace := old.ctr.ID, old.cfg.Supervisor.StopTimeout; id != "" {
-		s.r.wg.Go(func() { s.r.removeContainer(id, grace) })
+	if ctr, grace := old.ctr, old.cfg.Supervisor.StopTimeout; ctr.ID != "" {
+		s.r.wg.Go(func() { s.r.removeContainer(ctr, grace) })
 	}
 
 	if !restart {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/url"
+	"strings"
 	"sync"
 	"time"
 
@@ -290,8 +291,12 @@ func (s *supervisor) fail(err error) {
 // backendSettings is the proxy's view of inst under plugin config cfg.
 func backendSettings(cfg *config.Plugin, inst *instance) proxy.Backend {
 	sup := cfg.Supervisor
+	u := &url.URL{Scheme: "http", Host: inst.ctr.Endpoint}
+	if sock, ok := strings.CutPrefix(inst.ctr.Endpoint, "unix:"); ok {
+		u = &url.URL{Scheme: "unix", Path: sock}
+	}
 	return proxy.Backend{
-		URL: &url.URL{Scheme: "http", Host: inst.ctr.Endpoint}, Generation: inst.gen,
+		URL: u, Generation: inst.gen,
 		RequestTimeout: sup.RequestTimeout, MaxConcurrent: sup.MaxConcurrent, MaxBody: sup.MaxBody,
 	}
 }
@@ -326,15 +331,23 @@ func (s *supervisor) startGeneration(ctx context.Context, w *work) (*instance, e
 	}
 	pc := w.cfg
 	spec := containerSpec(pc, w.d, gen)
+	if err := s.r.sidecar.prepare(&spec); err != nil {
+		s.r.sidecar.release(s.name, gen)
+		return nil, err
+	}
 	sctx, cancel := context.WithTimeout(ctx, pc.Supervisor.StartTimeout)
 	defer cancel()
 	ctr, err := s.r.sb.Run(sctx, spec)
 	if err != nil {
+		s.r.sidecar.release(s.name, gen)
 		return nil, err
+	}
+	if spec.RunDir != "" {
+		ctr.Endpoint = unixEndpoint(spec.RunDir)
 	}
 	s.r.log.Debug("container running", "plugin", s.name, "container", ctr.Name, "after", time.Since(begin).Round(time.Millisecond))
 	if err := s.r.waitHealthy(sctx, ctr, pc); err != nil {
-		s.r.removeContainer(ctr.ID, pc.Supervisor.StopTimeout)
+		s.r.removeContainer(ctr, pc.Supervisor.StopTimeout)
 		return nil, fmt.Errorf("start %s: %w", ctr.Name, err)
 	}
 	took := time.Since(begin)
@@ -361,7 +374,7 @@ func (s *supervisor) retire(ctx context.Context, old *instance) {
 	if n := s.r.router.InFlightGeneration(s.name, old.gen); n > 0 {
 		s.r.log.Warn("drain_timeout reached; stopping with requests in flight", "plugin", s.name, "generation", old.gen, "in_flight", n)
 	}
-	s.r.removeContainer(old.ctr.ID, sup.StopTimeout)
+	s.r.removeContainer(old.ctr, sup.StopTimeout)
 }
 
 // removePlugin: the plugin left the config. New requests get 404, in-flight ones
@@ -373,7 +386,7 @@ func (s *supervisor) removePlugin(ctx context.Context) {
 		s.cur = nil
 	}
 	for _, c := range s.takeStale() {
-		s.r.removeContainer(c.ID, 10*time.Second)
+		s.r.removeContainer(c, 10*time.Second)
 	}
 	s.r.log.Info("plugin removed", "plugin", s.name)
 	s.update(func(st *Status) { st.State = StateStopped })
@@ -401,6 +414,11 @@ func (s *supervisor) takeOver(ctx context.Context, op *Op, w *work) []sandbox.Co
 		return stale
 	}
 	ctr, err := s.r.sb.Inspect(ctx, op.Current.ID)
+	if err == nil && ctr.Running && w.cfg.Supervisor.Network == config.NetworkNone {
+		ctr.Endpoint, err = s.r.sidecar.adopt(s.name, ctr.Generation, true)
+	} else if err == nil && ctr.Running {
+		_, err = s.r.sidecar.adopt(s.name, ctr.Generation, false)
+	}
 	if err == nil && ctr.Running && ctr.Endpoint != "" {
 		if err = s.r.probeUntil(ctx, ctr, w.cfg, 3*time.Second); err == nil {
 			d := w.d
@@ -426,6 +444,6 @@ func (s *supervisor) takeOver(ctx context.Context, op *Op, w *work) []sandbox.Co
 func (s *supervisor) removeStale(ctrs []sandbox.Container) {
 	for _, c := range ctrs {
 		s.r.log.Info("removing stale container", "plugin", s.name, "container", c.Name, "status", c.Status)
-		s.r.removeContainer(c.ID, s.r.stopTimeout(s.name))
+		s.r.removeContainer(c, s.r.stopTimeout(s.name))
 	}
 }

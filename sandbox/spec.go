@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/mount"
 	"github.com/moby/moby/api/types/network"
 	"github.com/moby/moby/client"
 )
@@ -40,7 +41,18 @@ type ContainerSpec struct {
 	User        string
 	Runtime     string // optional OCI runtime ("runsc")
 	StopTimeout time.Duration
+
+	// ExtraHosts are /etc/hosts entries ("xcore.internal:172.18.0.1"): how a plugin on
+	// the runner network finds the runner's sidecar.
+	ExtraHosts []string
+	// RunDir, for NetworkNone, is the host folder mounted at /run/xcore: the plugin
+	// serves HTTP on plugin.sock there and reaches its services on services.sock. It is
+	// the only host path ever mounted into a plugin.
+	RunDir string
 }
+
+// RunDirTarget is where RunDir appears inside the container.
+const RunDirTarget = "/run/xcore"
 
 // ContainerName is the deterministic name of a plugin container:
 // xcore-<plugin>-<generation>-<runner id>. Container names are global to the engine, so
@@ -106,9 +118,13 @@ func createOptions(s ContainerSpec, runnerID, networkName string) client.Contain
 	switch s.Network {
 	case NetworkNone:
 		hc.NetworkMode = container.NetworkMode("none")
+		if s.RunDir != "" {
+			hc.Mounts = []mount.Mount{{Type: mount.TypeBind, Source: s.RunDir, Target: RunDirTarget}}
+		}
 	default:
 		hc.NetworkMode = container.NetworkMode(networkName)
 		nc = &network.NetworkingConfig{EndpointsConfig: map[string]*network.EndpointSettings{networkName: {}}}
+		hc.ExtraHosts = s.ExtraHosts
 		if s.Publish {
 			hc.PortBindings = network.PortMap{port: {{HostIP: loopback, HostPort: ""}}}
 		}

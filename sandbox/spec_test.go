@@ -78,10 +78,20 @@ func TestCreateOptionsVariants(t *testing.T) {
 				t.Errorf("bindings = %v", o.HostConfig.PortBindings)
 			}
 		}},
-		{"network none has no endpoint and no ports", func(s *ContainerSpec) { s.Network = NetworkNone }, func(t *testing.T, s ContainerSpec) {
+		{"network none has no endpoint and no ports, only the run dir mounted", func(s *ContainerSpec) { s.Network, s.RunDir = NetworkNone, "/state/run/x" }, func(t *testing.T, s ContainerSpec) {
 			o := createOptions(s, "r", "n")
 			if o.HostConfig.NetworkMode != "none" || o.NetworkingConfig != nil || len(o.HostConfig.PortBindings) != 0 {
 				t.Errorf("mode=%q nc=%v bindings=%v", o.HostConfig.NetworkMode, o.NetworkingConfig, o.HostConfig.PortBindings)
+			}
+			m := o.HostConfig.Mounts
+			if len(m) != 1 || m[0].Source != "/state/run/x" || m[0].Target != "/run/xcore" || m[0].Type != "bind" || len(o.HostConfig.Binds) != 0 {
+				t.Errorf("mounts = %+v", m)
+			}
+		}},
+		{"bridge gets the sidecar host entry", func(s *ContainerSpec) { s.ExtraHosts = []string{"xcore.internal:172.18.0.1"}; s.RunDir = "/ignored" }, func(t *testing.T, s ContainerSpec) {
+			o := createOptions(s, "r", "n")
+			if len(o.HostConfig.ExtraHosts) != 1 || o.HostConfig.ExtraHosts[0] != "xcore.internal:172.18.0.1" || len(o.HostConfig.Mounts) != 0 {
+				t.Errorf("extra hosts = %v, mounts = %v", o.HostConfig.ExtraHosts, o.HostConfig.Mounts)
 			}
 		}},
 		{"writable rootfs has no tmpfs", func(s *ContainerSpec) { s.ReadOnly = false }, func(t *testing.T, s ContainerSpec) {
