@@ -8,12 +8,14 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -75,29 +77,45 @@ func build(dir string) error {
 	if out, err := goBuild(root, runnerBin, "./cmd/runner"); err != nil {
 		return fmt.Errorf("build runner: %v\n%s", err, out)
 	}
-	for _, name := range []string{"hello", "slow", "crashy", "hog", "hang"} {
-		ctx := filepath.Join(dir, name)
-		if err := os.MkdirAll(filepath.Join(ctx, "bin"), 0o755); err != nil {
-			return err
-		}
-		if out, err := goBuild(root, filepath.Join(ctx, "bin", name), "./examples/"+name); err != nil {
-			return fmt.Errorf("build %s: %v\n%s", name, err, out)
-		}
-		df, err := os.ReadFile(filepath.Join(root, "examples", name, "Dockerfile"))
-		if err != nil {
-			return err
-		}
-		if err := os.WriteFile(filepath.Join(ctx, "Dockerfile"), df, 0o644); err != nil {
-			return err
-		}
-		tag := fmt.Sprintf("xcore-test/%s:%s", name, testRunID)
-		cmd := exec.Command("docker", "build", "-q", "--label", "io.xcore.test="+testRunID, "-t", tag, ctx)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("docker build %s: %v\n%s", tag, err, out)
-		}
-		images[name] = tag
+	names := []string{"hello", "slow", "crashy", "hog", "hang", "notes"}
+	errs := make([]error, len(names))
+	tags := make([]string, len(names))
+	var wg sync.WaitGroup
+	for i, name := range names {
+		wg.Go(func() { tags[i], errs[i] = buildImage(root, dir, name) })
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	for i, name := range names {
+		images[name] = tags[i]
 	}
 	return nil
+}
+
+// buildImage builds example name's static binary and its FROM scratch image.
+func buildImage(root, dir, name string) (string, error) {
+	ctx := filepath.Join(dir, name)
+	if err := os.MkdirAll(filepath.Join(ctx, "bin"), 0o755); err != nil {
+		return "", err
+	}
+	if out, err := goBuild(root, filepath.Join(ctx, "bin", name), "./examples/"+name); err != nil {
+		return "", fmt.Errorf("build %s: %v\n%s", name, err, out)
+	}
+	df, err := os.ReadFile(filepath.Join(root, "examples", name, "Dockerfile"))
+	if err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(filepath.Join(ctx, "Dockerfile"), df, 0o644); err != nil {
+		return "", err
+	}
+	tag := fmt.Sprintf("xcore-test/%s:%s", name, testRunID)
+	cmd := exec.Command("docker", "build", "-q", "--label", "io.xcore.test="+testRunID, "-t", tag, ctx)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("docker build %s: %v\n%s", tag, err, out)
+	}
+	return tag, nil
 }
 
 func goBuild(root, out, pkg string) ([]byte, error) {
