@@ -207,6 +207,10 @@ func (rp *runnerProc) forceCleanup() {
 		_ = exec.Command("docker", append([]string{"rm", "-f"}, ids...)...).Run()
 	}
 	_ = exec.Command("docker", "network", "rm", "xcore-"+rp.runnerID).Run()
+	// Images the runner built from plugin folders carry its label too.
+	if out, _ := exec.Command("docker", "images", "-q", "--filter", "label=io.xcore.runner="+rp.runnerID).Output(); len(out) > 0 {
+		_ = exec.Command("docker", append([]string{"rmi", "-f"}, strings.Fields(string(out))...)...).Run()
+	}
 }
 
 type lockedWriter struct {

@@ -23,6 +23,7 @@ type Sandbox interface {
 	List(ctx context.Context) ([]sandbox.Container, error)
 	Events(ctx context.Context) <-chan sandbox.Event
 	Logs(ctx context.Context, id string, follow bool, tail int) (io.ReadCloser, error)
+	Build(ctx context.Context, bc sandbox.BuildContext, tag, plugin string, progress func(string)) (string, error)
 }
 
 // Router is the public proxy as the runner drives it; proxy.Proxy implements it.

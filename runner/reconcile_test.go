@@ -265,3 +265,29 @@ func TestRemoveThenReAddSameName(t *testing.T) {
 		t.Fatalf("after the old supervisor finished: %d %q", code, body)
 	}
 }
+
+func TestBuildFromFolderRebuildsOnChange(t *testing.T) {
+	f := newFake()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte("FROM scratch\nCOPY app /app\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "app"), []byte("v1"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	h := startHCL(t, f, fmt.Sprintf("plugin \"built\" {\n  build = %q\n  port = 8080\n}\n", dir))
+	st := h.status("built")
+	if st.State != StateHealthy || !strings.HasPrefix(st.Image, "xcore-build/built:") || !strings.HasPrefix(st.ImageID, "sha256:built-") {
+		t.Fatalf("status %+v", st)
+	}
+	// Nothing changed: a resync neither rebuilds nor replaces.
+	h.Resync()
+	if err := os.WriteFile(filepath.Join(dir, "app"), []byte("v2"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	h.Resync()
+	waitFor(t, "rebuilt and replaced", func() bool { return h.status("built").ImageID != st.ImageID })
+	if got := h.status("built"); got.Generation != 2 || !strings.Contains(got.LastChange, "xcore-build/built:") {
+		t.Errorf("after the change: %+v", got)
+	}
+}

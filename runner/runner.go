@@ -14,11 +14,14 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"reflect"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/xcore/runner/config"
+	"github.com/xcore/runner/sandbox"
 	"github.com/xcore/runner/services"
 )
 
@@ -66,6 +69,9 @@ type Runner struct {
 	serveC chan error
 
 	bus bus
+
+	buildKey    string             // the build folders being watched (loop-owned)
+	buildCancel context.CancelFunc // stops that watcher
 
 	svc     Services // nil: no services (unit tests with a hand-built config)
 	ownSvc  bool     // created by Start: closed by Shutdown
@@ -166,6 +172,7 @@ func (r *Runner) Start(ctx context.Context) error {
 			return ctx.Err()
 		}
 	}
+	r.watchBuilds(cfg)
 	r.wg.Go(r.loop)
 	r.wg.Go(r.watchEngine)
 	if cfg.Runner.Watch && r.cfgPath != "" {
@@ -223,6 +230,39 @@ func (r *Runner) startSupervisor(name string, adopt *Op) *supervisor {
 	r.mu.Unlock()
 	r.wg.Go(func() { s.run(r.ctx) })
 	return s
+}
+
+// watchBuilds keeps one watcher on the folders of the plugins built from a folder: a
+// change there means a rebuild (new content hash) and a start-first replacement.
+func (r *Runner) watchBuilds(cfg *config.Config) {
+	var dirs []string
+	if cfg.Runner.Watch {
+		for _, p := range cfg.Plugins {
+			if p.Build != "" {
+				dirs = append(dirs, p.Build)
+			}
+		}
+	}
+	sort.Strings(dirs)
+	key := strings.Join(dirs, "\x00")
+	if key == r.buildKey {
+		return
+	}
+	if r.buildCancel != nil {
+		r.buildCancel()
+		r.buildCancel = nil
+	}
+	r.buildKey = key
+	if len(dirs) == 0 {
+		return
+	}
+	ctx, cancel := context.WithCancel(r.ctx)
+	r.buildCancel = cancel
+	r.wg.Go(func() {
+		if err := watchBuildDirs(ctx, r.log, dirs, 300*time.Millisecond, r.Resync); err != nil {
+			r.log.Error("build folder watcher stopped; send SIGHUP after editing", "err", err)
+		}
+	})
 }
 
 // Reload asks for the config files to be read again and applied; it returns at once.
@@ -283,6 +323,7 @@ func (r *Runner) reconcile(ctx context.Context, t trigger) {
 			r.mu.Lock()
 			r.cfg = next
 			r.mu.Unlock()
+			r.watchBuilds(next)
 			r.log.Info("config reloaded", "plugins", len(next.Plugins), "files", len(next.Files))
 			r.publish(Event{Type: EventReload, OK: true, Message: fmt.Sprintf("applied: %d plugins from %d files", len(next.Plugins), len(next.Files))})
 		}
@@ -319,24 +360,46 @@ func (r *Runner) reconcile(ctx context.Context, t trigger) {
 // warnRunnerChanges: the runner block (listen addresses, state_dir, ...) is read at
 // start only; say so instead of silently ignoring an edit.
 func (r *Runner) warnRunnerChanges(old, next *config.Config) {
-	if old.Runner != next.Runner {
+	if !reflect.DeepEqual(old.Runner, next.Runner) {
 		r.log.Warn("changes to the runner block apply at the next start only")
 	}
 }
 
 func (r *Runner) resolveAll(ctx context.Context, cfg *config.Config) map[string]Desired {
-	return Desire(ctx, cfg, r.sb.ResolveImage)
+	return desire(ctx, cfg, r.sb.ResolveImage, r.build)
 }
 
+// build builds a plugin's folder as tag, logging the builder's output.
+func (r *Runner) build(ctx context.Context, plugin, tag string, bc sandbox.BuildContext) (string, error) {
+	r.log.Info("building plugin image", "plugin", plugin, "tag", tag)
+	begin := time.Now()
+	id, err := r.sb.Build(ctx, bc, tag, plugin, func(line string) {
+		r.log.Info("build", "plugin", plugin, "out", line)
+	})
+	if err != nil {
+		return "", err
+	}
+	r.log.Info("built plugin image", "plugin", plugin, "tag", tag, "took", time.Since(begin).Round(time.Millisecond))
+	return id, nil
+}
+
+// builder builds a plugin folder's context as tag and returns the image ID.
+type builder func(ctx context.Context, plugin, tag string, bc sandbox.BuildContext) (string, error)
+
 // Desire computes every plugin's desired snapshot, resolving image references
-// concurrently (one resolve per distinct reference). `runner plan` uses it too.
+// concurrently (one resolve per distinct reference). `runner plan` uses it too: it never
+// builds, so a folder whose content has not been built yet shows as a change.
 // NAME_URLs carry the sidecar port of the state_dir, so `runner plan` computes the same
 // snapshots as the running runner.
 func Desire(ctx context.Context, cfg *config.Config, resolve func(context.Context, string) (string, error)) map[string]Desired {
+	return desire(ctx, cfg, resolve, nil)
+}
+
+func desire(ctx context.Context, cfg *config.Config, resolve func(context.Context, string) (string, error), build builder) map[string]Desired {
 	port, _ := ReadSidecarPort(cfg.Runner.StateDir)
 	type res struct {
-		id  string
-		err error
+		ref, id string // ref: the build tag, for built plugins
+		err     error
 	}
 	refs := map[string]*res{}
 	for _, p := range cfg.Plugins {
@@ -348,12 +411,26 @@ func Desire(ctx context.Context, cfg *config.Config, resolve func(context.Contex
 	for ref, out := range refs {
 		wg.Go(func() { out.id, out.err = resolve(ctx, ref) })
 	}
+	built := map[string]*res{}
+	for name, p := range cfg.Plugins {
+		if p.Build != "" {
+			out := &res{}
+			built[name] = out
+			wg.Go(func() { out.ref, out.id, out.err = buildImage(ctx, name, p.Build, resolve, build) })
+		}
+	}
 	wg.Wait()
 	desired := make(map[string]Desired, len(cfg.Plugins))
 	for name, p := range cfg.Plugins {
 		switch {
+		case p.Build != "" && built[name].err != nil:
+			desired[name] = Desired{Err: built[name].err}
 		case p.Build != "":
-			desired[name] = Desired{Err: fmt.Errorf("build = %q is not supported yet: build the image and use image = ...", p.Build)}
+			d := desiredFor(cfg, p, built[name].id, port)
+			if d.Err == nil {
+				d.Spec.ImageRef = built[name].ref // not hashed: the ID is
+			}
+			desired[name] = d
 		case refs[p.Image].err != nil:
 			desired[name] = Desired{Err: refs[p.Image].err}
 		default:
@@ -361,6 +438,26 @@ func Desire(ctx context.Context, cfg *config.Config, resolve func(context.Contex
 		}
 	}
 	return desired
+}
+
+// buildImage resolves a plugin folder to an image: its tag carries the content hash, so
+// an unchanged folder is never rebuilt (and keeps its image ID across runner restarts,
+// which adoption needs). Without a builder (runner plan) an unbuilt folder resolves to a
+// placeholder ID, which shows as a change.
+func buildImage(ctx context.Context, plugin, dir string, resolve func(context.Context, string) (string, error), build builder) (ref, id string, err error) {
+	bc, err := sandbox.PackContext(dir)
+	if err != nil {
+		return "", "", err
+	}
+	ref = fmt.Sprintf("xcore-build/%s:%s", plugin, bc.Hash[:12])
+	if id, err = resolve(ctx, ref); err == nil {
+		return ref, id, nil
+	}
+	if build == nil {
+		return ref, "unbuilt:" + bc.Hash[:12], nil
+	}
+	id, err = build(ctx, plugin, ref, bc)
+	return ref, id, err
 }
 
 func (r *Runner) config() *config.Config {

@@ -170,6 +170,15 @@ func (f *fakeSandbox) Logs(_ context.Context, id string, _ bool, _ int) (io.Read
 	return io.NopCloser(strings.NewReader("log of " + id + "\n")), nil
 }
 
+func (f *fakeSandbox) Build(_ context.Context, bc sandbox.BuildContext, tag, _ string, progress func(string)) (string, error) {
+	progress("Step 1/1 : FROM scratch")
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	id := "sha256:built-" + bc.Hash[:12]
+	f.images[tag] = id
+	return id, nil
+}
+
 // serve starts a fake container that answers like the plugin would, as a leftover of
 // an earlier runner process.
 func (f *fakeSandbox) leftover(c sandbox.Container, body string) {

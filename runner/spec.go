@@ -71,7 +71,7 @@ func imageRef(p *config.Plugin) string {
 	if p.Image != "" {
 		return p.Image
 	}
-	return p.Build
+	return p.Build // replaced by the build tag (see buildImage)
 }
 
 // pluginEnv is the plugin's own environment plus the variables the runner owns (which

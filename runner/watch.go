@@ -65,6 +65,18 @@ func watchConfig(ctx context.Context, log *slog.Logger, rootFile, pluginsDir str
 		cw.watchPluginsDir()
 	}
 
+	return debounceEvents(ctx, w, log, debounce, func(ev fsnotify.Event) bool {
+		if cw.relevant(ev) {
+			log.Debug("config change", "file", ev.Name, "op", ev.Op.String())
+			return true
+		}
+		return false
+	}, trigger)
+}
+
+// debounceEvents runs trigger once, debounce after the last event of a burst that
+// relevant accepts, until ctx ends or the watcher closes. Watcher errors are logged.
+func debounceEvents(ctx context.Context, w *fsnotify.Watcher, log *slog.Logger, debounce time.Duration, relevant func(fsnotify.Event) bool, trigger func()) error {
 	timer := time.NewTimer(debounce)
 	timer.Stop()
 	defer timer.Stop()
@@ -76,15 +88,14 @@ func watchConfig(ctx context.Context, log *slog.Logger, rootFile, pluginsDir str
 			if !ok {
 				return nil
 			}
-			if cw.relevant(ev) {
-				log.Debug("config change", "file", ev.Name, "op", ev.Op.String())
+			if relevant(ev) {
 				timer.Reset(debounce) // Go ≥1.23: no stale tick survives a Reset
 			}
 		case err, ok := <-w.Errors:
 			if !ok {
 				return nil
 			}
-			log.Warn("config watcher error", "err", err)
+			log.Warn("file watcher error", "err", err)
 		case <-timer.C:
 			trigger()
 		}
