@@ -9,7 +9,7 @@ VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev
 export TESTCONTAINERS_RYUK_DISABLED := true
 export TESTCONTAINERS_HOST_OVERRIDE := 127.0.0.1
 
-.PHONY: all build images run test test-short lint clean help bench
+.PHONY: all build image images run test test-short lint clean help bench
 
 all: build
 
@@ -26,6 +26,12 @@ images: ## build the example plugin images (xcore-examples/<name>:latest)
 	  CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w" -o examples/$$e/bin/$$e ./examples/$$e || exit 1; \
 	  docker build -q --label io.xcore.example=$$e -t xcore-examples/$$e:latest examples/$$e >/dev/null || exit 1; \
 	done
+
+# The runner as an image (FROM scratch); see build/runner-image/Dockerfile for how to run it.
+image: ## build the xcore-runner:latest image
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o build/runner-image/runner ./cmd/runner
+	docker build -q --label io.xcore.image=runner -t xcore-runner:latest build/runner-image >/dev/null
+	@echo "image xcore-runner:latest"
 
 run: build images ## build everything and run the root plugins.hcl in the foreground
 	./bin/runner up -c plugins.hcl
