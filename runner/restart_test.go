@@ -76,3 +76,12 @@ func TestRestartPolicies(t *testing.T) {
 		}
 	}
 }
+
+func TestRunsAsRoot(t *testing.T) {
+	t.Parallel()
+	for user, want := range map[string]bool{"0": true, "0:0": true, "root": true, "root:root": true, "65532:65532": false, "1000": false, "rooter": false} {
+		if got := runsAsRoot(user); got != want {
+			t.Errorf("runsAsRoot(%q) = %v", user, got)
+		}
+	}
+}

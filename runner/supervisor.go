@@ -330,6 +330,9 @@ func (s *supervisor) startGeneration(ctx context.Context, w *work) (*instance, e
 		s.update(func(st *Status) { st.State, st.Generation = StateStarting, gen })
 	}
 	pc := w.cfg
+	if pc.Supervisor.AllowRoot && runsAsRoot(pc.Supervisor.User) {
+		s.r.log.Warn("plugin runs as root (allow_root = true): a container escape would be root on the host", "plugin", s.name, "user", pc.Supervisor.User)
+	}
 	spec := containerSpec(pc, w.d, gen)
 	if err := s.r.sidecar.prepare(&spec); err != nil {
 		s.r.sidecar.release(s.name, gen)
@@ -446,4 +449,10 @@ func (s *supervisor) removeStale(ctrs []sandbox.Container) {
 		s.r.log.Info("removing stale container", "plugin", s.name, "container", c.Name, "status", c.Status)
 		s.r.removeContainer(c, s.r.stopTimeout(s.name))
 	}
+}
+
+// runsAsRoot reports whether a container user spec ("uid[:gid]" or a name) is root.
+func runsAsRoot(user string) bool {
+	u, _, _ := strings.Cut(user, ":")
+	return u == "0" || u == "root"
 }
