@@ -40,13 +40,32 @@ lint: ## gofmt + go vet
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
-test: lint ## unit + Docker integration tests, with the race detector
+test: lint image fuzz ## the fuzz targets (10s each), then unit + Docker integration tests with the race detector
 	$(GO) test -race -count=1 -timeout 20m ./...
+
+# Each fuzz target for FUZZTIME (seed corpora: <pkg>/testdata/fuzz/<Fuzz>/). A longer run:
+# make fuzz FUZZTIME=5m
+FUZZTIME ?= 10s
+FUZZ_TARGETS := config:FuzzLoad proxy:FuzzPluginPath snapshot:FuzzDecode snapshot:FuzzHashStable
+
+fuzz: ## run every fuzz target for FUZZTIME (default 10s each)
+	@for t in $(FUZZ_TARGETS); do \
+	  pkg=$${t%%:*}; fn=$${t#*:}; \
+	  echo "fuzz $$fn ./$$pkg/ ($(FUZZTIME))"; \
+	  $(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) ./$$pkg/ || exit 1; \
+	done
 
 test-short: ## unit tests only (no Docker)
 	$(GO) test -race -short -count=1 ./...
 
-bench: build images ## replacement under load: runner start-first vs stop-first recreate (bench/RESULTS.md)
+bench: build images ## runner vs direct/nginx/raw Docker, side by side (bench/RESULTS.md; < 10 min)
+	@if ! command -v wrk >/dev/null || ! PATH="$$PATH:/usr/sbin" command -v nginx >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "bench: installing wrk and nginx-light (Debian)"; \
+	    apt-get update -qq && RUNLEVEL=1 apt-get install -y -qq wrk nginx-light >/dev/null || \
+	      echo "bench: install failed: Go load generator instead of wrk, nginx rows not measured"; \
+	  else echo "bench: wrk/nginx missing (apt-get install wrk nginx-light): Go load generator, no nginx rows"; fi; \
+	fi
 	$(GO) run ./bench -out bench/RESULTS.md
 
 clean: ## remove build output

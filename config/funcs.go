@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"unicode/utf8"
@@ -18,7 +19,8 @@ import (
 //     is an error naming it (a silently empty credential is worse than a failed load);
 //     a variable set to "" yields "".
 //   - file("path"): the contents of a file, verbatim, relative to the directory of the
-//     root config file (also from drop-in files).
+//     root config file (also from drop-in files). Regular files of at most
+//     maxFileSize only: a file("/dev/zero") must fail, not eat the runner's memory.
 //   - trimspace(s): s without leading and trailing white space, for
 //     trimspace(file("token")) where the file ends in a newline.
 //
@@ -60,9 +62,9 @@ func fileFunc(rootDir string) function.Function {
 			if !filepath.IsAbs(p) {
 				p = filepath.Join(rootDir, p)
 			}
-			b, err := os.ReadFile(p)
+			b, err := readSmallFile(p)
 			if err != nil {
-				return cty.NilVal, function.NewArgError(0, fmt.Errorf("read file: %w", err))
+				return cty.NilVal, function.NewArgError(0, err)
 			}
 			if !utf8.Valid(b) {
 				return cty.NilVal, function.NewArgErrorf(0, "file %s is not valid UTF-8 text", p)
@@ -70,4 +72,32 @@ func fileFunc(rootDir string) function.Function {
 			return cty.StringVal(string(b)), nil
 		},
 	})
+}
+
+// maxFileSize is the largest file file() reads: enough for any credential or
+// certificate, small enough that a wrong path cannot exhaust memory.
+const maxFileSize = 1 << 20
+
+// readSmallFile reads a regular file of at most maxFileSize bytes.
+func readSmallFile(p string) ([]byte, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, fmt.Errorf("read file: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("read file: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("read file %s: not a regular file", p)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, maxFileSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("read file: %w", err)
+	}
+	if len(b) > maxFileSize {
+		return nil, fmt.Errorf("read file %s: larger than %d bytes", p, maxFileSize)
+	}
+	return b, nil
 }

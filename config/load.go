@@ -34,9 +34,19 @@ var fileSchema = &hcl.BodySchema{
 	},
 }
 
-// nameRE is what plugin and service names must match: they become container names, URL
-// path segments and env var prefixes.
+// nameRE is what service names must match: they become URL path segments and env var
+// prefixes.
 var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
+
+// pluginNameRE is what plugin names must match: a DNS label (RFC 1123: 1 to 63 of a-z,
+// 0-9 and "-", not starting or ending with "-"). They become container names, URL path
+// segments and log fields.
+var pluginNameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+
+// MaxPlugins is the most plugins one config may define. Each is a container, a
+// supervisor goroutine and (reach = "published") a docker-proxy process: past a few
+// hundred a single host is the wrong tool, and a typo'd generator should fail loudly.
+const MaxPlugins = 500
 
 // Load reads the root file at path plus every *.hcl in runner.plugins_dir (resolved relative
 // to the root file's dir; a missing plugins_dir is fine; files read in lexical order, dot
@@ -148,6 +158,11 @@ func (l *loader) load(path string) *Config {
 		plugins = append(plugins, content.Blocks.OfType(blockPlugin)...)
 	}
 
+	if len(plugins) > MaxPlugins {
+		l.errorf(plugins[MaxPlugins].DefRange, "Too many plugins",
+			"the config defines %d plugins; the limit is %d (config.MaxPlugins)", len(plugins), MaxPlugins)
+	}
+
 	// Services first: plugins of any file may reference services of any file.
 	for _, b := range services {
 		if l.declare(b, l.services) {
@@ -212,7 +227,11 @@ func (l *loader) dropIns(display, abs, rootPath string, subject hcl.Range) []str
 // block is a duplicate (reported) and must be skipped.
 func (l *loader) declare(b *hcl.Block, seen map[string]hcl.Range) bool {
 	name := b.Labels[0]
-	if !nameRE.MatchString(name) {
+	switch {
+	case b.Type == blockPlugin && !pluginNameRE.MatchString(name):
+		l.errorf(b.LabelRanges[0], "Invalid plugin name",
+			"%q is not a DNS label; use 1 to 63 characters of a-z, 0-9 and \"-\", starting and ending with a letter or digit", name)
+	case b.Type != blockPlugin && !nameRE.MatchString(name):
 		l.errorf(b.LabelRanges[0], "Invalid "+b.Type+" name",
 			"%q is not allowed; use 1 to 63 characters of a-z, 0-9, \"_\" and \"-\", starting with a letter or digit", name)
 	}

@@ -3,6 +3,7 @@ package config_test
 import (
 	"bytes"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -20,16 +21,26 @@ const mib = 1 << 20
 // load calls config.Load and fails the test on any diagnostic.
 func load(t *testing.T, path string) *config.Config {
 	t.Helper()
+	cfg, warnings := loadWarnings(t, path)
+	if len(warnings) > 0 {
+		t.Fatalf("Load(%s): unexpected warnings: %v", path, warnings)
+	}
+	return cfg
+}
+
+// loadWarnings calls config.Load, fails the test on any error and returns the warnings.
+func loadWarnings(t *testing.T, path string) (*config.Config, hcl.Diagnostics) {
+	t.Helper()
 	cfg, files, diags := config.Load(path)
-	if len(diags) > 0 {
+	if diags.HasErrors() {
 		var buf bytes.Buffer
 		_ = config.WriteDiagnostics(&buf, files, diags, false)
 		t.Fatalf("Load(%s): unexpected diagnostics:\n%s", path, buf.String())
 	}
 	if cfg == nil {
-		t.Fatalf("Load(%s): nil config without diagnostics", path)
+		t.Fatalf("Load(%s): nil config without errors", path)
 	}
-	return cfg
+	return cfg, diags
 }
 
 func abs(t *testing.T, path string) string {
@@ -79,13 +90,18 @@ func defaultSupervisor() config.Supervisor {
 func TestLoadFull(t *testing.T) {
 	t.Setenv("XCORE_TEST_BILLING_TOKEN", "s3cret")
 	const root = "testdata/full/plugins.hcl"
-	cfg := load(t, root)
+	cfg, warnings := loadWarnings(t, root)
 	dir := abs(t, "testdata/full")
+	// user = "0:0" with allow_root = true: allowed, with a warning at the value.
+	if len(warnings) != 1 || warnings[0].Severity != hcl.DiagWarning || warnings[0].Summary != "Plugin runs as root" ||
+		warnings[0].Subject == nil || warnings[0].Subject.Start.Line != 39 || warnings[0].Subject.Start.Column != 23 {
+		t.Errorf("warnings = %v, want one \"Plugin runs as root\" at %s:39:23", warnings, root)
+	}
 
-	checkDefRange(t, "service kv", &cfg.Services["kv"].DefRange, root, 13)
-	checkDefRange(t, "service billing", &cfg.Services["billing"].DefRange, root, 17)
+	checkDefRange(t, "service kv", &cfg.Services["kv"].DefRange, root, 14)
+	checkDefRange(t, "service billing", &cfg.Services["billing"].DefRange, root, 18)
 	checkDefRange(t, "service settings", &cfg.Services["settings"].DefRange, "testdata/full/drop/10-settings.hcl", 1)
-	checkDefRange(t, "plugin hello", &cfg.Plugins["hello"].DefRange, root, 25)
+	checkDefRange(t, "plugin hello", &cfg.Plugins["hello"].DefRange, root, 26)
 	checkDefRange(t, "plugin builder", &cfg.Plugins["builder"].DefRange, "testdata/full/drop/20-builder.hcl", 1)
 
 	want := &config.Config{
@@ -98,6 +114,11 @@ func TestLoadFull(t *testing.T) {
 			Watch:          false,
 			Reach:          config.ReachAddress,
 			KeepOnExit:     true,
+			TrustedProxies: []netip.Prefix{
+				netip.MustParsePrefix("127.0.0.1/32"),
+				netip.MustParsePrefix("10.0.0.0/8"),
+				netip.MustParsePrefix("fd00::/8"),
+			},
 		},
 		Services: map[string]*config.Service{
 			"kv": {Name: "kv", Builtin: "kv"},

@@ -69,7 +69,7 @@ func (l *loader) decodePlugin(b *hcl.Block) *Plugin {
 	}
 
 	if sb := l.single(content.Blocks.OfType(blockSupervisor)); sb != nil {
-		l.decodeSupervisor(sb, &p.Supervisor)
+		l.decodeSupervisor(sb, p.Name, &p.Supervisor)
 	}
 	return p
 }

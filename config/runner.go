@@ -1,7 +1,9 @@
 package config
 
 import (
+	"fmt"
 	"net"
+	"net/netip"
 	"path/filepath"
 	"strconv"
 
@@ -26,6 +28,7 @@ var runnerSchema = &hcl.BodySchema{
 		{Name: "watch"},
 		{Name: "reach"},
 		{Name: "keep_on_exit"},
+		{Name: "trusted_proxies"},
 	},
 }
 
@@ -55,6 +58,8 @@ func (l *loader) decodeRunner(b *hcl.Block) (r Runner, pluginsDir string, plugin
 
 	l.address(attrs, "listen", &r.Listen)
 	l.address(attrs, "admin_listen", &r.AdminListen)
+	l.warnExposed(attrs, "listen", r.Listen, "the public proxy, and through it every other plugin")
+	l.warnExposed(attrs, "admin_listen", r.AdminListen, "the admin API (guarded by its bearer token only)")
 	if a := attrs["admin_listen"]; a != nil && r.Listen == r.AdminListen {
 		if _, port, _ := net.SplitHostPort(r.Listen); port != "0" {
 			l.errorf(a.Expr.Range(), "Invalid admin_listen", "%q is also listen; use another address", r.AdminListen)
@@ -77,7 +82,43 @@ func (l *loader) decodeRunner(b *hcl.Block) (r Runner, pluginsDir string, plugin
 	l.boolean(attrs, "watch", &r.Watch)
 	l.oneOf(attrs, "reach", &r.Reach, ReachPublished, ReachAddress)
 	l.boolean(attrs, "keep_on_exit", &r.KeepOnExit)
+	l.trustedProxies(attrs, &r.TrustedProxies)
 	return r, pluginsDir, pluginsDirRange
+}
+
+// trustedProxies decodes a list of CIDR prefixes ("10.0.0.0/8", "::1/128"). A prefix
+// with host bits set ("10.0.0.1/8") is an error rather than silently widened or
+// narrowed: what is trusted must be what the operator meant.
+func (l *loader) trustedProxies(attrs hcl.Attributes, dst *[]netip.Prefix) {
+	var raw []string
+	a := l.strList(attrs, "trusted_proxies", &raw)
+	if a == nil {
+		return
+	}
+	var out []netip.Prefix
+	ok := true
+	for i, s := range raw {
+		p, err := netip.ParsePrefix(s)
+		switch {
+		case err != nil:
+			hint := "e.g. \"10.0.0.0/8\" or \"127.0.0.1/32\""
+			if addr, aerr := netip.ParseAddr(s); aerr == nil {
+				hint = strconv.Quote(netip.PrefixFrom(addr, addr.BitLen()).String()) + " for this one address"
+			}
+			l.errorf(elemRange(a.Expr, i), "Invalid trusted_proxies",
+				"%q is not a CIDR prefix; use %s", s, hint)
+			ok = false
+		case p.Masked() != p:
+			l.errorf(elemRange(a.Expr, i), "Invalid trusted_proxies",
+				"%q has bits set beyond its /%d; use %q", s, p.Bits(), p.Masked().String())
+			ok = false
+		default:
+			out = append(out, p)
+		}
+	}
+	if ok {
+		*dst = out
+	}
 }
 
 // address decodes a host:port listen address; port 0 (ephemeral) is allowed.
@@ -100,6 +141,31 @@ func (l *loader) address(attrs hcl.Attributes, name string, dst *string) {
 		return
 	}
 	*dst = s
+}
+
+// warnExposed warns when a listen address is not loopback: a container reaches every
+// address of its host through the runner network's gateway, so a listener on one (or
+// on all, "0.0.0.0", ":8080") is reachable from inside every bridge plugin.
+func (l *loader) warnExposed(attrs hcl.Attributes, name, addr, what string) {
+	a := attrs[name]
+	if a == nil {
+		return
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil || host == "localhost" {
+		return
+	}
+	if ip, err := netip.ParseAddr(host); err == nil && ip.Unmap().IsLoopback() {
+		return
+	}
+	l.diags = append(l.diags, &hcl.Diagnostic{
+		Severity: hcl.DiagWarning,
+		Summary:  "Listener reachable from plugins",
+		Detail: fmt.Sprintf("%s = %q is not a loopback address: from inside their containers plugins reach every "+
+			"address of the host but loopback, so they can reach %s. If it must listen there, firewall the runner "+
+			"network off it", name, addr, what),
+		Subject: a.Expr.Range().Ptr(),
+	})
 }
 
 // resolve makes p absolute relative to the root file's directory.

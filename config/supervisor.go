@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"math"
 	"strconv"
 	"strings"
@@ -89,7 +90,7 @@ func defaultSupervisor() Supervisor {
 }
 
 // decodeSupervisor merges a supervisor block into s (the defaults) field by field.
-func (l *loader) decodeSupervisor(b *hcl.Block, s *Supervisor) {
+func (l *loader) decodeSupervisor(b *hcl.Block, plugin string, s *Supervisor) {
 	content, diags := b.Body.Content(supervisorSchema)
 	l.append(diags)
 	attrs := content.Attributes
@@ -116,9 +117,20 @@ func (l *loader) decodeSupervisor(b *hcl.Block, s *Supervisor) {
 	integer(&l.decoder, attrs, "max_concurrent", &s.MaxConcurrent, 1, math.MaxInt)
 	l.size(attrs, "max_body", &s.MaxBody, 1)
 
-	if user != nil && isRoot(s.User) && !s.AllowRoot {
-		l.errorf(user.Expr.Range(), "Root user not allowed",
-			"user %q is root; use a non-root user such as %q, or set allow_root = true", s.User, defaultUser)
+	if user != nil && isRoot(s.User) {
+		if !s.AllowRoot {
+			l.errorf(user.Expr.Range(), "Root user not allowed",
+				"user %q is root; use a non-root user such as %q, or set allow_root = true", s.User, defaultUser)
+		} else {
+			// Allowed, but never silently: `runner up` and `runner validate` print it.
+			l.diags = append(l.diags, &hcl.Diagnostic{
+				Severity: hcl.DiagWarning,
+				Summary:  "Plugin runs as root",
+				Detail: fmt.Sprintf("plugin %q runs as user %q (allow_root = true); its capabilities are still dropped, "+
+					"but a container escape would start as root; prefer %q", plugin, s.User, defaultUser),
+				Subject: user.Expr.Range().Ptr(),
+			})
+		}
 	}
 
 	if rb := l.single(content.Blocks.OfType(blockRestart)); rb != nil {

@@ -4,6 +4,7 @@
 package config
 
 import (
+	"net/netip"
 	"time"
 
 	"github.com/hashicorp/hcl/v2"
@@ -48,6 +49,11 @@ type Runner struct {
 	Watch          bool   // default true
 	Reach          string // default ReachPublished
 	KeepOnExit     bool   // default false
+	// TrustedProxies are the networks of reverse proxies in front of the runner: a
+	// request whose direct peer is in one of them keeps its X-Forwarded-For (the peer is
+	// appended), X-Forwarded-Proto and X-Forwarded-Host; from any other peer they are
+	// replaced. Default empty: nothing is trusted. Each prefix is masked (no host bits).
+	TrustedProxies []netip.Prefix
 }
 
 // Service is a service "name" {} block; exactly one of Builtin, URL or Env is its kind.

@@ -2,11 +2,13 @@ package proxy
 
 import (
 	"context"
+	"io"
 	"log/slog"
 	"mime"
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -26,9 +28,10 @@ const (
 type backend struct {
 	name      string
 	cfg       Backend
-	scheme    string // of the outbound URL
-	host      string // of the outbound URL and its Host header
-	basePath  string // the backend URL's path, without a trailing slash
+	trusted   []netip.Prefix // the Proxy's, shared, read-only
+	scheme    string         // of the outbound URL
+	host      string         // of the outbound URL and its Host header
+	basePath  string         // the backend URL's path, without a trailing slash
 	transport *http.Transport
 	rp        *httputil.ReverseProxy
 
@@ -37,7 +40,7 @@ type backend struct {
 }
 
 func (p *Proxy) newBackend(name string, cfg Backend) *backend {
-	b := &backend{name: name, cfg: cfg}
+	b := &backend{name: name, cfg: cfg, trusted: p.trusted}
 
 	idle := defaultIdle
 	if cfg.MaxConcurrent > 0 {
@@ -99,16 +102,115 @@ func (b *backend) rewrite(pr *httputil.ProxyRequest) {
 			out.URL.RawPath = ""
 		}
 	}
-	pr.SetXForwarded() // client-sent X-Forwarded-* were dropped: not trusted
+	setForwarded(pr, b.trusted)
 	out.Header.Set("X-Forwarded-Prefix", Prefix+b.name)
 	out.Header.Set(headerRequestID, st.id)
+	stripHopByHop(out.Header)
+}
+
+// setForwarded sets X-Forwarded-For/Proto/Host on the outbound request. ReverseProxy
+// has already dropped the client's X-Forwarded-For/Host/Proto and Forwarded from it.
+// A peer in trusted is a reverse proxy of the operator's: its chain is extended and its
+// Proto and Host kept. From any other peer, every X-Forwarded-* and X-Real-Ip header
+// is a claim the runner cannot check: dropped.
+func setForwarded(pr *httputil.ProxyRequest, trusted []netip.Prefix) {
+	in, out := pr.In, pr.Out
+	if !isTrusted(in.RemoteAddr, trusted) {
+		for k := range out.Header {
+			if strings.HasPrefix(k, "X-Forwarded-") || k == "X-Real-Ip" {
+				delete(out.Header, k)
+			}
+		}
+		pr.SetXForwarded()
+		return
+	}
+	var chain []string
+	for _, v := range in.Header.Values("X-Forwarded-For") {
+		for _, hop := range strings.Split(v, ",") {
+			if hop = strings.TrimSpace(hop); hop != "" {
+				chain = append(chain, hop)
+			}
+		}
+	}
+	if len(chain) > 0 {
+		out.Header.Set("X-Forwarded-For", strings.Join(chain, ", "))
+	}
+	pr.SetXForwarded() // appends the peer to the chain
+	if v := in.Header.Get("X-Forwarded-Proto"); v == "http" || v == "https" {
+		out.Header.Set("X-Forwarded-Proto", v)
+	}
+	if v := in.Header.Get("X-Forwarded-Host"); validHost(v) {
+		out.Header.Set("X-Forwarded-Host", v)
+	}
+}
+
+// isTrusted reports whether remoteAddr ("ip:port", as net/http sets it) is in trusted.
+func isTrusted(remoteAddr string, trusted []netip.Prefix) bool {
+	if len(trusted) == 0 {
+		return false
+	}
+	ap, err := netip.ParseAddrPort(remoteAddr)
+	if err != nil {
+		return false
+	}
+	addr := ap.Addr().Unmap()
+	for _, p := range trusted {
+		if p.Contains(addr) {
+			return true
+		}
+	}
+	return false
+}
+
+// validHost accepts a host or host:port made of the characters a host name, an IPv4
+// or a bracketed IPv6 address may have.
+func validHost(h string) bool {
+	if h == "" || len(h) > 255 {
+		return false
+	}
+	for i := 0; i < len(h); i++ {
+		c := h[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case c == '.', c == '-', c == ':', c == '[', c == ']', c == '_':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// stripHopByHop removes what ReverseProxy leaves of the hop-by-hop headers: every
+// Proxy-* header and "Proxy" itself (httpoxy: CGI-style code turns it into
+// HTTP_PROXY), and a protocol upgrade other than WebSocket (h2c and friends would hand
+// the plugin a connection the proxy no longer understands).
+func stripHopByHop(h http.Header) {
+	for k := range h {
+		if k == "Proxy" || strings.HasPrefix(k, "Proxy-") {
+			delete(h, k)
+		}
+	}
+	if up := h.Get("Upgrade"); up != "" && !strings.EqualFold(strings.TrimSpace(up), "websocket") {
+		h.Del("Upgrade")
+		h.Del("Connection")
+	}
 }
 
 // modifyResponse keeps upstream headers from posing as ours, and lifts the
 // request timeout from a stream that has answered.
 func (b *backend) modifyResponse(res *http.Response) error {
+	if res.StatusCode == http.StatusSwitchingProtocols &&
+		!strings.EqualFold(strings.TrimSpace(res.Header.Get("Upgrade")), "websocket") {
+		return errBadUpgrade // only WebSocket upgrades pass; ErrorHandler → 502
+	}
 	res.Header.Del(headerError)
 	res.Header.Del(headerRequestID) // ours is already on the response
+	if res.ContentLength < 0 && res.StatusCode != http.StatusSwitchingProtocols && res.Body != nil && res.Body != http.NoBody {
+		// Trailers (announced or not) arrive with the end of a chunked body.
+		delete(res.Trailer, headerError)
+		delete(res.Trailer, headerRequestID)
+		res.Body = &trailerScrub{ReadCloser: res.Body, res: res}
+	}
 	if st := stateOf(res.Request.Context()); st.timer != nil && isStream(res) {
 		st.timer.Stop()
 	}
@@ -188,3 +290,19 @@ var buffers = sync.Pool{New: func() any { b := make([]byte, bufferSize); return 
 
 func (bufPool) Get() []byte  { return *buffers.Get().(*[]byte) }
 func (bufPool) Put(b []byte) { buffers.Put(&b) }
+
+// trailerScrub removes the proxy's own headers from the trailers of a response once
+// its body has been read: ReverseProxy copies them to the client after the body.
+type trailerScrub struct {
+	io.ReadCloser
+	res *http.Response
+}
+
+func (t *trailerScrub) Read(p []byte) (int, error) {
+	n, err := t.ReadCloser.Read(p)
+	if err != nil {
+		delete(t.res.Trailer, headerError)
+		delete(t.res.Trailer, headerRequestID)
+	}
+	return n, err
+}

@@ -26,9 +26,12 @@ var (
 	errBadPath        = errors.New("path is not canonical (empty, '.' or '..' segment)")
 	errOverCapacity   = errors.New("plugin is at max_concurrent requests in flight")
 	errBodyTooLarge   = errors.New("request body is larger than max_body")
+	errBodyTimeout    = errors.New("request body not received within request_timeout")
+	errBadBody        = errors.New("request body could not be read")
 	errTimeout        = errors.New("plugin did not answer within request_timeout")
 	errClientGone     = errors.New("client went away")
 	errUpstream       = errors.New("plugin connection failed")
+	errBadUpgrade     = errors.New("plugin switched to a protocol other than websocket")
 	errRequestTimeout = errors.New("request_timeout exceeded") // context cause
 )
 
@@ -78,6 +81,10 @@ func statusOf(err error) int {
 		return http.StatusServiceUnavailable
 	case errors.Is(err, errBodyTooLarge):
 		return http.StatusRequestEntityTooLarge
+	case errors.Is(err, errBodyTimeout):
+		return http.StatusRequestTimeout
+	case errors.Is(err, errBadBody):
+		return http.StatusBadRequest
 	case errors.Is(err, errTimeout):
 		return http.StatusGatewayTimeout
 	case errors.Is(err, errClientGone):
@@ -143,6 +150,12 @@ func (p *Proxy) fail(w http.ResponseWriter, r *http.Request, err error) {
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set(headerError, "1")
+	if st.body != nil {
+		// The rest of the request body is not for anyone: close the connection rather
+		// than let net/http read on, without a deadline, from a possibly slow client.
+		st.body.expire()
+		h.Set("Connection", "close")
+	}
 	if status == http.StatusServiceUnavailable {
 		h.Set("Retry-After", "1")
 	}

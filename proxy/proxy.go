@@ -19,7 +19,9 @@ import (
 	"log/slog"
 	"maps"
 	"net/http"
+	"net/netip"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -56,6 +58,13 @@ type Options struct {
 	// Observer, if set, is told about every request to a configured plugin (metrics).
 	// Requests for unknown names are not observed: a scan must not create series.
 	Observer Observer
+	// TrustedProxies are the networks of reverse proxies in front of the runner
+	// (runner { trusted_proxies }). When a request's direct peer is in one of them, its
+	// X-Forwarded-For is kept and the peer appended, and its X-Forwarded-Proto and
+	// X-Forwarded-Host are kept when well-formed. From any other peer every
+	// X-Forwarded-* and X-Real-Ip header is dropped and the proxy's own are set. A
+	// client's Forwarded (RFC 7239) header is never passed on. Empty: trust no one.
+	TrustedProxies []netip.Prefix
 }
 
 // Observer receives one call per finished request to a configured plugin.
@@ -66,10 +75,11 @@ type Observer interface {
 // Proxy is an http.Handler routing /plugins/<name>/* to each plugin's backend.
 // Its methods are safe for concurrent use.
 type Proxy struct {
-	log    *slog.Logger
-	obs    Observer
-	mux    http.Handler
-	routes atomic.Pointer[table]
+	log     *slog.Logger
+	obs     Observer
+	trusted []netip.Prefix // immutable after New
+	mux     http.Handler
+	routes  atomic.Pointer[table]
 
 	mu sync.Mutex // serialises writers of routes, and guards live
 	// live holds every backend per plugin that may still have requests in
@@ -89,9 +99,10 @@ type route struct {
 // New returns an empty Proxy: every plugin is unknown (404) until set.
 func New(opts Options) *Proxy {
 	p := &Proxy{
-		log:  opts.Logger,
-		obs:  opts.Observer,
-		live: make(map[string][]*backend),
+		log:     opts.Logger,
+		obs:     opts.Observer,
+		trusted: slices.Clone(opts.TrustedProxies),
+		live:    make(map[string][]*backend),
 	}
 	if p.log == nil {
 		p.log = slog.Default()
@@ -116,6 +127,10 @@ func New(opts Options) *Proxy {
 // else with 404.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	st := &reqState{id: requestID(r.Header.Get(headerRequestID)), path: r.URL.Path}
+	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
+		st.body = &bodyGuard{rc: http.NewResponseController(w)}
+		defer st.body.finish()
+	}
 	w.Header().Set(headerRequestID, st.id)
 	r = r.WithContext(context.WithValue(r.Context(), stateKey{}, st))
 	if !cleanPath(r.URL.Path) || !cleanPath(r.URL.EscapedPath()) {
@@ -185,17 +200,32 @@ func (p *Proxy) servePlugin(w http.ResponseWriter, r *http.Request) {
 
 	// The timeout is a timer rather than a context deadline so that it can be
 	// stopped once a stream (SSE, WebSocket) has answered: see modifyResponse.
+	// Cancelling the context alone does not end a request whose client is slow to
+	// send its body: the transport waits for its read of that body, which only a read
+	// deadline on the client's connection interrupts (st.body.expire).
 	ctx := r.Context()
 	if b.cfg.RequestTimeout > 0 {
 		var cancel context.CancelCauseFunc
 		ctx, cancel = context.WithCancelCause(ctx)
-		st.timer = time.AfterFunc(b.cfg.RequestTimeout, func() { cancel(errRequestTimeout) })
+		st.timer = time.AfterFunc(b.cfg.RequestTimeout, func() {
+			cancel(errRequestTimeout)
+			st.body.expire()
+		})
 		defer cancel(nil)
 		defer st.timer.Stop()
 	}
 	out := r.WithContext(ctx) // a shallow copy: its URL and Body are replaced below
 	if b.cfg.MaxBody > 0 && r.Body != nil && r.Body != http.NoBody {
-		out.Body = &limitedBody{ReadCloser: http.MaxBytesReader(w, r.Body, b.cfg.MaxBody), st: st}
+		if r.ContentLength < 0 {
+			// Unknown length (chunked): read the start before the plugin is dialled, so
+			// that a body over a small max_body never reaches it.
+			if err := peekBody(out, b.cfg.MaxBody, b.cfg.RequestTimeout, st); err != nil {
+				p.fail(w, r, err)
+				return
+			}
+		} else {
+			out.Body = &limitedBody{ReadCloser: http.MaxBytesReader(w, r.Body, b.cfg.MaxBody), st: st}
+		}
 	}
 
 	// Strip the prefix from both the decoded and the escaped path, so that

@@ -326,7 +326,7 @@ func TestMaxBody(t *testing.T) {
 		{"content-length under", strings.NewReader(strings.Repeat("a", 1024)), 200, true},
 		{"content-length over", strings.NewReader(strings.Repeat("a", 1025)), 413, false},
 		{"chunked under", unsized{strings.NewReader(strings.Repeat("a", 1024))}, 200, true},
-		{"chunked over", unsized{strings.NewReader(strings.Repeat("a", 8192))}, 413, true},
+		{"chunked over", unsized{strings.NewReader(strings.Repeat("a", 8192))}, 413, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

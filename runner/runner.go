@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/xcore/runner/config"
+	"github.com/xcore/runner/proxy"
 	"github.com/xcore/runner/sandbox"
 	"github.com/xcore/runner/services"
 )
@@ -114,13 +115,8 @@ func (r *Runner) Start(ctx context.Context) error {
 		return fmt.Errorf("listen %s: %w", cfg.Runner.Listen, err)
 	}
 	r.ln = ln
-	r.srv = &http.Server{
-		Handler:           r.router,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(r.log.Handler(), slog.LevelDebug),
-	}
+	// ReadHeaderTimeout 10s, IdleTimeout 120s, MaxHeaderBytes 64 KiB: see proxy.NewServer.
+	r.srv = proxy.NewServer(r.router, r.log)
 	r.serveC = make(chan error, 1)
 	go func() { r.serveC <- r.srv.Serve(ln) }()
 	r.ctx, r.cancel = context.WithCancel(context.WithoutCancel(ctx))

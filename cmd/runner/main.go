@@ -25,7 +25,18 @@ Commands:
   up        start every plugin of a config and serve them at /plugins/<name>/ (foreground)
   validate  check a config (no Docker needed); exit 1 with file:line:col diagnostics
   plan      show what would change against what runs (read-only); exit 0 none, 2 changes
+  ps        list the plugins of the running runner: state, generation, uptime, restarts
+  logs      print (-f: follow) a plugin's container log
+  events    print what happens in the running runner until Ctrl-C
+  reload    make the running runner apply its config files now (like SIGHUP)
+  restart   replace a plugin's container by a fresh one, start-first
+  call      send a request to a plugin through the public proxy
+  down      stop and remove the runner's containers and network, even if it is dead
   version   print the version
+
+ps, logs, events, reload and restart talk to the admin API of "runner up" (address and
+token from the config of -c, or --admin and --token-file). call goes through the public
+proxy; validate, plan and down need no running runner.
 
 Run "runner <command> -h" for a command's flags.
 `
@@ -48,6 +59,20 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdValidate(rest, stdout, stderr)
 	case "plan":
 		err = cmdPlan(rest, stdout, stderr)
+	case "ps":
+		err = cmdPs(rest, stdout, stderr)
+	case "logs":
+		err = cmdLogs(rest, stdout, stderr)
+	case "events":
+		err = cmdEvents(rest, stdout, stderr)
+	case "reload":
+		err = cmdReload(rest, stdout, stderr)
+	case "restart":
+		err = cmdRestart(rest, stdout, stderr)
+	case "call":
+		err = cmdCall(rest, stdout, stderr)
+	case "down":
+		err = cmdDown(rest, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "runner", versionString())
 		return 0
@@ -90,11 +115,16 @@ func versionString() string {
 
 // newFlags makes a command's flag set with a -c flag and a usage text.
 func newFlags(name, synopsis string, stderr io.Writer) (*flag.FlagSet, *string) {
+	return newFlagsArgs(name, "", synopsis, stderr)
+}
+
+// newFlagsArgs is newFlags for a command with positional arguments (argsUsage).
+func newFlagsArgs(name, argsUsage, synopsis string, stderr io.Writer) (*flag.FlagSet, *string) {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfg := fs.String("c", "plugins.hcl", "config `file`; every *.hcl in its runner.plugins_dir is read too")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: runner %s [flags]\n\n%s\n\nFlags:\n", name, synopsis)
+		fmt.Fprintf(fs.Output(), "Usage: runner %s [flags]%s\n\n%s\n\nFlags:\n", name, argsUsage, synopsis)
 		fs.PrintDefaults()
 	}
 	return fs, cfg
@@ -115,12 +145,20 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 	return nil
 }
 
-func newLogger(w io.Writer, level string) (*slog.Logger, error) {
+func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("bad -log-level %q: use debug, info, warn or error", level)
+		return nil, fmt.Errorf("bad --log-level %q: use debug, info, warn or error", level)
 	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
+	opts := &slog.HandlerOptions{Level: l}
+	switch format {
+	case "text", "":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	default:
+		return nil, fmt.Errorf("bad --log-format %q: use text or json", format)
+	}
 }
 
 // isTerminal reports whether f is a character device (for colored diagnostics).

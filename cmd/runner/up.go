@@ -2,17 +2,25 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"text/tabwriter"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/xcore/runner/proxy"
 	"github.com/xcore/runner/runner"
+	"github.com/xcore/runner/runner/admin"
 	"github.com/xcore/runner/sandbox"
 )
 
@@ -20,10 +28,11 @@ func cmdUp(args []string, stdout, stderr io.Writer) error {
 	fs, cfgPath := newFlags("up", "Start every plugin of the config, each in its own limited container, and serve\nthem at http://<listen>/plugins/<name>/ until SIGINT/SIGTERM; then drain\nin-flight requests and remove the containers.", stderr)
 	keep := fs.Bool("keep", false, "leave plugin containers running on exit (same as runner { keep_on_exit = true })")
 	level := fs.String("log-level", "info", "log `level`: debug, info, warn, error")
+	format := fs.String("log-format", "text", "log `format`: text or json")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	log, err := newLogger(stderr, *level)
+	log, err := newLogger(stderr, *level, *format)
 	if err != nil {
 		return err
 	}
@@ -68,20 +77,49 @@ func cmdUp(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// The admin listener is bound before anything starts: a busy port fails at once.
+	token, err := admin.LoadOrCreateToken(cfg.Runner.AdminTokenFile)
+	if err != nil {
+		return err
+	}
+	aln, err := net.Listen("tcp", adminListen(cfg.Runner))
+	if err != nil {
+		return fmt.Errorf("admin API: listen %s: %w (another runner? set runner.admin_listen or %s)", adminListen(cfg.Runner), err, envAdminListen)
+	}
+	defer aln.Close()
 	sb, err := sandbox.New(ctx, id, log)
 	if err != nil {
 		return err
 	}
 	defer sb.Close()
 
+	metrics := admin.NewMetrics(prometheus.NewRegistry())
+	px := proxy.New(proxy.Options{TrustedProxies: cfg.Runner.TrustedProxies, Logger: log, Observer: metrics})
 	r := runner.New(runner.Options{
-		Config: cfg, ConfigPath: *cfgPath, Sandbox: sb, Router: proxy.New(proxy.Options{Logger: log}),
+		Config: cfg, ConfigPath: *cfgPath, Sandbox: sb, Router: px,
 		Logger: log, Keep: *keep, OnStatus: statusPrinter(stdout),
 	})
+	metrics.SetSource(admin.Source{Statuses: r.Statuses, InFlight: px.InFlight})
+	var proxyAddr atomic.Pointer[string]
+	stopAdmin := serveAdmin(aln, r, admin.Options{
+		Runner: r, Token: token, TokenFile: cfg.Runner.AdminTokenFile, Metrics: metrics, Logger: log,
+		History: admin.NewHistory(100),
+		Version: versionString(),
+		ProxyAddr: func() string {
+			if a := proxyAddr.Load(); a != nil {
+				return *a
+			}
+			return ""
+		},
+	})
+	defer stopAdmin() // after the runner's Shutdown: the API reports the plugins stopping
+	fmt.Fprintf(stdout, "admin http://%s/ (token in %s)\n", aln.Addr(), cfg.Runner.AdminTokenFile)
 
 	begin := time.Now()
 	startErr := r.Start(ctx)
 	if startErr == nil {
+		addr := r.Addr().String()
+		proxyAddr.Store(&addr)
 		ready := 0
 		for _, s := range r.Statuses() {
 			if s.State == runner.StateHealthy {
@@ -113,6 +151,51 @@ func cmdUp(args []string, stdout, stderr io.Writer) error {
 		return startErr
 	}
 	return shutErr
+}
+
+// serveAdmin serves the admin API on ln and counts the runner's events into o.Metrics
+// until the returned function is called; that function ends the event and log streams,
+// shuts the server down and waits for every goroutine it started.
+func serveAdmin(ln net.Listener, r *runner.Runner, o admin.Options) func() {
+	log := o.Logger
+	// Subscribed before the runner starts: the start-up is counted and recorded too.
+	events, unsubscribe := r.Subscribe()
+	recent, unsubscribeRecent := r.Subscribe()
+	mctx, stopMetrics := context.WithCancel(context.Background())
+	// Streams (events, followed logs) never go idle: cancelling the base context of
+	// their requests ends them, so that Shutdown does not wait for them.
+	base, endStreams := context.WithCancel(context.Background())
+	srv := &http.Server{
+		Handler:           admin.New(o),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		BaseContext:       func(net.Listener) context.Context { return base },
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() { o.Metrics.Run(mctx, events) })
+	wg.Go(func() { o.History.Run(mctx, recent) })
+	wg.Go(func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("admin API stopped", "err", err)
+		}
+	})
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			endStreams()
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := srv.Shutdown(ctx); err != nil {
+				_ = srv.Close()
+			}
+			stopMetrics()
+			unsubscribe()
+			unsubscribeRecent()
+			wg.Wait()
+		})
+	}
 }
 
 // statusPrinter prints one line per plugin each time what serves it changes: ready

@@ -1,0 +1,125 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/xcore/runner/config"
+	"github.com/xcore/runner/runner"
+	"github.com/xcore/runner/sandbox"
+)
+
+// defaultStopTimeout applies to containers of plugins that are no longer configured.
+const defaultStopTimeout = 10 * time.Second
+
+func cmdDown(args []string, stdout, stderr io.Writer) error {
+	fs, cfgPath := newFlags("down", "Stop and remove every container and the network of the runner of this config\n(found by their Docker labels), also when the runner is not running — after a\ncrash, a kill -9 or `runner up --keep`. Needs Docker, not the admin API.", stderr)
+	force := fs.Bool("force", false, "go ahead even when a runner answers on the admin address (it would restart what is removed)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	// An invalid config must not keep anyone from cleaning up: the runner block is enough.
+	settings, cfg, err := runnerSettings(*cfgPath, stderr)
+	if err != nil {
+		return err
+	}
+	id, known, err := runner.ReadInstanceID(settings.StateDir)
+	if err != nil {
+		return err
+	}
+	if !known {
+		fmt.Fprintf(stdout, "nothing to remove: no runner has used state_dir %s\n", settings.StateDir)
+		return nil
+	}
+	if addr := adminListen(settings); !*force && answers(addr) {
+		return fmt.Errorf("a runner answers at %s: stop it instead (Ctrl-C or SIGTERM removes its containers), or pass --force", addr)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	sb, err := sandbox.New(ctx, id, slog.New(slog.DiscardHandler))
+	if err != nil {
+		return err
+	}
+	defer sb.Close()
+	ctrs, err := sb.List(ctx)
+	if err != nil {
+		return err
+	}
+	sort.Slice(ctrs, func(i, j int) bool { return ctrs[i].Name < ctrs[j].Name })
+	if len(ctrs) == 0 {
+		fmt.Fprintf(stdout, "no containers of runner %s\n", id)
+	}
+
+	// Concurrently: each container gets its own stop_timeout, not the sum of them.
+	var mu sync.Mutex
+	var failed int
+	var wg sync.WaitGroup
+	for _, c := range ctrs {
+		grace := defaultStopTimeout
+		if p := pluginOf(cfg, c.Plugin); p != nil && p.Supervisor.StopTimeout > 0 {
+			grace = p.Supervisor.StopTimeout
+		}
+		wg.Go(func() {
+			err := sb.Stop(ctx, c.ID, grace)
+			if rerr := sb.Remove(ctx, c.ID); err == nil {
+				err = rerr
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				failed++
+				fmt.Fprintf(stderr, "container %s: %v\n", c.Name, err)
+				return
+			}
+			fmt.Fprintf(stdout, "removed container %s (plugin %s, generation %d)\n", c.Name, c.Plugin, c.Generation)
+		})
+	}
+	wg.Wait()
+	gone, err := sb.RemoveNetwork(ctx)
+	switch {
+	case err != nil:
+		fmt.Fprintf(stderr, "network %s: %v\n", sb.NetworkName(), err)
+		failed++
+	case !gone:
+		fmt.Fprintf(stderr, "network %s kept: other containers are still attached to it\n", sb.NetworkName())
+		failed++
+	default:
+		fmt.Fprintf(stdout, "network %s removed (or already gone)\n", sb.NetworkName())
+	}
+	if failed > 0 {
+		return fmt.Errorf("%d objects could not be removed", failed)
+	}
+	return nil
+}
+
+// answers reports whether something accepts connections at addr (a running runner's
+// admin API). An ephemeral port (":0") cannot be checked.
+func answers(addr string) bool {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || port == "0" {
+		return false
+	}
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "127.0.0.1"
+	}
+	conn, err := net.DialTimeout("tcp", net.JoinHostPort(host, port), time.Second)
+	if err != nil {
+		return false
+	}
+	conn.Close()
+	return true
+}
+
+func pluginOf(cfg *config.Config, name string) *config.Plugin {
+	if cfg == nil {
+		return nil
+	}
+	return cfg.Plugins[name]
+}
