@@ -2,18 +2,11 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 )
 
@@ -24,152 +17,43 @@ const (
 	newBody       = "v2 from hello\n"
 	runnerStartIn = 90 * time.Second // runner up → "serving" line
 	answerWithin  = 30 * time.Second // a started container → first 200
-	runnerExitIn  = 60 * time.Second // SIGTERM → exit
+	runnerExitIn  = 45 * time.Second // SIGTERM → exit
 )
-
-// runnerConfig is the brief's plugins.hcl; reach "" keeps the default ("published").
-func runnerConfig(image, greeting, reach string) string {
-	reachLine := ""
-	if reach != "" {
-		reachLine = fmt.Sprintf("  reach  = %q\n", reach)
-	}
-	return fmt.Sprintf(`runner {
-  listen = "127.0.0.1:0"
-  watch  = true
-%s}
-
-plugin "hello" {
-  image = %q
-  port  = 8080
-  env   = { GREETING = %q }
-  supervisor {
-    health { path = "/healthz" }
-    drain_timeout = "5s"
-    stop_timeout = "2s"
-  }
-}
-`, reachLine, image, greeting)
-}
-
-// writeAtomic writes via a temp file and a rename, as editors do.
-func writeAtomic(path, body string) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(body), 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
-}
-
-var servingRE = regexp.MustCompile(`serving http://([0-9.:]+)/plugins/\S* — (\d+)/(\d+) plugins ready`)
 
 // runnerStartFirst measures `runner up` with watch = true: the config edit replaces the
 // plugin start-first.
-func runnerStartFirst(ctx context.Context, bin, image, reach string) (res *result, err error) {
-	dir, err := os.MkdirTemp("", tempPrefix)
+func runnerStartFirst(ctx context.Context, bin, image, reach string) (*result, error) {
+	p, err := startRunner(ctx, bin, runnerConfig(image, reach, "", pluginConf{"hello", "v1"}), runnerStartIn)
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(dir)
-	cfg := filepath.Join(dir, "plugins.hcl")
-	if err := writeAtomic(cfg, runnerConfig(image, "v1", reach)); err != nil {
-		return nil, err
-	}
-
-	// The runner writes to files, not pipes: if the bench dies, the runner must still be
-	// able to log its shutdown (a write to a broken pipe on stdout/stderr kills a Go
-	// program). In a subdirectory, so that the config watcher does not see the writes.
-	logDir := filepath.Join(dir, "log")
-	if err := os.Mkdir(logDir, 0o755); err != nil {
-		return nil, err
-	}
-	outPath, errPath := filepath.Join(logDir, "stdout"), filepath.Join(logDir, "stderr")
-	outF, err := os.Create(outPath)
-	if err != nil {
-		return nil, err
-	}
-	defer outF.Close()
-	errF, err := os.Create(errPath)
-	if err != nil {
-		return nil, err
-	}
-	defer errF.Close()
-	readLog := func(path string) string { b, _ := os.ReadFile(path); return string(b) }
-
-	// The runner runs under a guard (this program again, see guard.go) in its own process
-	// group: a Ctrl-C in the terminal reaches the bench only, and the runner gets exactly
-	// one SIGTERM when the guard's stdin closes, i.e. when the bench stops it or dies, even
-	// by SIGKILL.
-	self, err := os.Executable()
-	if err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(self, bin, "up", "-c", cfg)
-	cmd.Env = append(os.Environ(), guardEnv+"=1")
-	cmd.Dir = dir
-	cmd.Stdout, cmd.Stderr = outF, errF
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	stopIn, err := cmd.StdinPipe()
-	if err != nil {
-		return nil, err
-	}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", bin, err)
-	}
-	exited := make(chan struct{})
-	var exitErr error
-	go func() {
-		exitErr = cmd.Wait()
-		close(exited)
-	}()
-	defer func() {
-		if stopErr := stopRunner(cmd, stopIn, exited, dir); stopErr != nil {
-			err = errors.Join(err, stopErr)
-			res = nil
+	res, err := func() (*result, error) {
+		if p.ready != p.total {
+			return nil, fmt.Errorf("runner serving with %d/%d plugins ready", p.ready, p.total)
 		}
-		if err != nil {
-			err = fmt.Errorf("%w\nrunner stdout:\n%s\nrunner stderr (last 3000 bytes):\n%s",
-				err, readLog(outPath), tail(readLog(errPath), 3000))
+		url := p.url("hello")
+		progress("  runner serving on %s", p.addr)
+		if err := waitAnswer(ctx, url, oldBody); err != nil {
+			return nil, err
 		}
-	}()
-
-	var addr string
-	deadline := time.After(runnerStartIn)
-	for addr == "" {
-		if m := servingRE.FindStringSubmatch(readLog(outPath)); m != nil {
-			if m[2] != m[3] {
-				return nil, fmt.Errorf("runner serving with %s/%s plugins ready", m[2], m[3])
+		name := fmt.Sprintf("xcore runner, start-first (reach = %q)", reachOrDefault(reach))
+		var edit time.Time
+		res, err := measure(ctx, name, reachOrDefault(reach), url, newBody, func(context.Context) (time.Time, error) {
+			if err := writeAtomic(p.cfg, runnerConfig(image, reach, "", pluginConf{"hello", "v2"})); err != nil {
+				return time.Time{}, err
 			}
-			addr = m[1]
-			break
+			edit = time.Now()
+			return edit, nil
+		})
+		if err == nil {
+			progress("  runner log, from the edit: %s", phases(p.stderr(), edit))
 		}
-		select {
-		case <-exited:
-			return nil, fmt.Errorf("runner exited before serving: %v", exitErr)
-		case <-deadline:
-			return nil, fmt.Errorf("runner not serving after %s", runnerStartIn)
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-	url := "http://" + addr + "/plugins/hello/"
-	progress("  runner serving on %s", addr)
-	if err := waitAnswer(ctx, url, oldBody); err != nil {
+		return res, err
+	}()
+	if err := p.finish(err); err != nil {
 		return nil, err
 	}
-	name := fmt.Sprintf("xcore runner, start-first (reach = %q)", reachOrDefault(reach))
-	var edit time.Time
-	res, err = measure(ctx, name, reachOrDefault(reach), url, newBody, func(context.Context) (time.Time, error) {
-		if err := writeAtomic(cfg, runnerConfig(image, "v2", reach)); err != nil {
-			return time.Time{}, err
-		}
-		edit = time.Now()
-		return edit, nil
-	})
-	if err == nil {
-		progress("  runner log, from the edit: %s", phases(readLog(errPath), edit))
-	}
-	return res, err
+	return res, nil
 }
 
 // phases reads the runner's log: when the replacement began, when generation 2 was
@@ -201,45 +85,6 @@ func reachOrDefault(reach string) string {
 		return "published"
 	}
 	return reach
-}
-
-// stopRunner has the guard SIGTERM the runner and waits for it to exit (SIGKILL to the
-// process group after runnerExitIn), then removes whatever still carries the runner's
-// label: nothing, if it cleaned up as it should.
-func stopRunner(cmd *exec.Cmd, stopIn io.Closer, exited <-chan struct{}, dir string) error {
-	var err error
-	_ = stopIn.Close()
-	select {
-	case <-exited:
-	case <-time.After(runnerExitIn):
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		<-exited
-		err = fmt.Errorf("runner did not exit within %s of SIGTERM; killed", runnerExitIn)
-	}
-	if left := removeRunnerLeftovers(dir); left > 0 && err == nil {
-		err = fmt.Errorf("runner left %d container(s) behind after SIGTERM (removed now)", left)
-	}
-	return err
-}
-
-// removeRunnerLeftovers removes the containers and network of the runner whose state is
-// under dir (if its id was written) and returns how many containers it found.
-func removeRunnerLeftovers(dir string) int {
-	b, err := os.ReadFile(filepath.Join(dir, ".runner", "runner-id"))
-	id := strings.TrimSpace(string(b))
-	if err != nil || id == "" {
-		return 0
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	ids := dockerIDs(ctx, "label=io.xcore.runner="+id)
-	if len(ids) > 0 {
-		_, _ = docker(ctx, append([]string{"rm", "-f"}, ids...)...)
-	}
-	if out, err := docker(ctx, "network", "ls", "-q", "--filter", "name=^xcore-"+id+"$"); err == nil && out != "" {
-		_, _ = docker(ctx, "network", "rm", "xcore-"+id)
-	}
-	return len(ids)
 }
 
 // stopFirst measures what `docker compose up -d` does on a config change: stop and remove

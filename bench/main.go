@@ -1,31 +1,28 @@
-// Command bench measures "replacement under load": what clients see while a plugin's
-// configuration changes, for the xcore runner and for the usual alternative, in one run.
+// Command bench measures the xcore runner side by side with its anchors, in one run on
+// one machine, and reports ratios (issue 9). Sections:
 //
-// Load: 8 keep-alive clients, each a loop of GET with a 10s timeout; a transport error or
-// a non-200 is a failed request. Each contender gets about 6s of load; ~1.5s in, the
-// greeting of the hello example plugin changes from "v1" to "v2", and the load goes on
-// until "v2 from hello" has answered for at least 1s. Contenders:
+//  1. Proxy throughput and latency (throughput.go): wrk -t2 -c32 -d8s --latency, keep-alive,
+//     to the hello plugin directly (published port, or container IP:8080), through the
+//     runner, and through an nginx of our own with upstream keepalive; in both reach modes;
+//     a 14-byte GET, a ~1 KiB GET and a 1 MiB POST echoed back.
+//  2. Replacement under load (replace.go, load.go, contenders.go): 8 clients while the
+//     plugin's config changes; the runner's start-first replacement vs a stop-first
+//     recreate on a fixed port.
+//  3. Config save → new generation serving (configsave.go), next to the floor: create +
+//     start + first 200 of the same image straight over the Engine API.
+//  4. Cold start of 10 and 50 plugins (coldstart.go) vs 8-way parallel raw runs.
+//  5. Runner RSS (VmRSS) idle with 1, 10 and 50 plugins and under the load of section 1.
+//  6. Where proxy time goes (profile.go): the top of a CPU profile of BenchmarkProxyHandler.
 //
-//   - xcore runner, start-first: `bin/runner up` on a temp plugins.hcl with watch = true;
-//     the change is an atomic rewrite of that file (the runner starts the new generation,
-//     waits until it is healthy, swaps the proxy backend, then drains and removes the old
-//     one). Twice: reach = "published" and reach = "address".
-//   - stop-first recreate on a fixed port, what `docker compose up -d` does: docker stop
-//     -t 2, docker rm, docker run of the new container on the same 127.0.0.1 port.
-//
-// Reported per contender: requests, failed requests, latency p50/p99/max over all
-// requests, and the time from the change to the first answer of the new version. Failed
-// counts depend on how fast clients retry (a refused connection fails in microseconds), so
-// the failure window (first to last failed request) is printed too.
-//
-// Run it with `make bench` (builds bin/runner and the example images first), or
-// `go run ./bench [-out bench/RESULTS.md] [-runner bin/runner]` from the module root. It
-// prints one markdown table on stdout, progress on stderr, and with -out also writes the
-// table with a header (date, nproc, Go and Docker Engine versions, command). Traffic goes
-// to 127.0.0.1 only; everything is bounded (3 minutes in all). Containers it runs carry
-// the label io.xcore.bench=1 and are removed at the start and at the end (also on error
-// or Ctrl-C), like the runner's own containers and the temp dirs. Do not run two benches
-// at once: each removes the other's leftovers.
+// Run it with `make bench` (builds bin/runner and the example images first, installs wrk
+// and nginx-light from Debian when missing), or `go run ./bench [-out bench/RESULTS.md]`
+// from the module root. It prints the markdown on stdout, progress on stderr, and with
+// -out also writes it to the file. Traffic goes to 127.0.0.1 and to the bench's own
+// containers only; every load is bounded in count and time, each section by a budget and
+// the whole run by measureFor plus a bounded teardown. Containers it runs itself carry the label io.xcore.bench=1; they, the
+// runners' containers and networks, the nginx processes and the temp dirs are removed at
+// the end, also on error or Ctrl-C, and leftovers of an interrupted run at the start. Do not
+// run two benches at once: each removes the other's leftovers.
 package main
 
 import (
@@ -38,12 +35,34 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
 )
 
-const benchTimeout = 3 * time.Minute
+// Time bounds: measuring stops at measureFor (each section also has a budget of its own,
+// so that a slow, shared host loses the end of one section rather than whole sections);
+// what is still running then is stopped and removed, within a bounded teardown
+// (runnerExitIn, the docker rm's minute). `make bench` stays under 10 minutes on 2 cores.
+const measureFor = 7*time.Minute + 30*time.Second
+
+// env is what every section gets.
+type env struct {
+	bin, image string
+	tools      *tools
+	loadFor    time.Duration // per wrk run
+	rss        *rssTable
+	root       string // module root (for the profile)
+}
+
+// section is one part of the document. run returns its markdown; with an error, what it
+// returns is partial (or empty) and the error says why.
+type section struct {
+	key, title string
+	budget     time.Duration
+	run        func(context.Context, *env) (string, error)
+}
 
 func main() {
 	if os.Getenv(guardEnv) == "1" {
@@ -53,12 +72,26 @@ func main() {
 }
 
 func run() int {
-	out := flag.String("out", "", "also write the table, with a header, to this `file`")
+	out := flag.String("out", "", "also write the markdown to this `file`")
 	bin := flag.String("runner", "bin/runner", "the runner `binary`")
 	image := flag.String("image", "xcore-examples/hello:latest", "the hello example `image`")
+	loadgen := flag.String("loadgen", "auto", "load generator: auto (wrk when installed), wrk, or go")
+	loadFor := flag.Duration("d", 8*time.Second, "`duration` of each throughput run")
+	flag.Func("cold", "comma-separated plugin `counts` of the cold start section (default 10,50)", func(v string) error {
+		coldSizes = nil
+		for _, f := range strings.Split(v, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || n < 1 || n > 99 {
+				return fmt.Errorf("bad count %q (1…99)", f)
+			}
+			coldSizes = append(coldSizes, n)
+		}
+		return nil
+	})
+	only := flag.String("only", "", "comma-separated `sections` to run (proxy,replace,config,cold,profile); default all")
 	flag.Parse()
 
-	ctx, cancel := context.WithTimeout(context.Background(), benchTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), measureFor)
 	defer cancel()
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -70,45 +103,101 @@ func run() int {
 	if err != nil {
 		return fail(err)
 	}
-	if *bin, err = filepath.Abs(*bin); err != nil { // the runner runs in its temp dir
+	e := &env{image: *image, loadFor: *loadFor, rss: &rssTable{}}
+	if e.bin, err = filepath.Abs(*bin); err != nil { // the runners run in temp dirs
 		return fail(err)
 	}
-	contenders := []struct {
-		title string
-		run   func(context.Context) (*result, error)
-	}{
-		{"runner start-first (published)", func(ctx context.Context) (*result, error) {
-			return runnerStartFirst(ctx, *bin, *image, "")
-		}},
-		{"runner start-first (address)", func(ctx context.Context) (*result, error) {
-			return runnerStartFirst(ctx, *bin, *image, "address")
-		}},
-		{"stop-first recreate (docker stop + rm + run)", func(ctx context.Context) (*result, error) {
-			return stopFirst(ctx, *image)
-		}},
+	if e.tools, err = findTools(*loadgen); err != nil {
+		return fail(err)
 	}
-	var results []*result
-	for _, c := range contenders {
-		progress("%s…", c.title)
-		r, err := c.run(ctx)
-		if err != nil {
-			if cerr := ctx.Err(); cerr != nil {
-				err = fmt.Errorf("interrupted or over the %s bound (%v): %w", benchTimeout, context.Cause(ctx), err)
-			}
-			return fail(fmt.Errorf("%s: %w", c.title, err))
-		}
-		results = append(results, r)
+	if e.root, err = moduleRoot(); err != nil {
+		return fail(err)
 	}
+	begin := time.Now()
+	loadAvg := loadAverage()
 
-	table := render(results)
-	fmt.Print(table)
+	// Run order: the profile first (CPU only, leaves nothing behind), then the document's
+	// order; the RSS table is filled by sections 1 and 4.
+	sections := []section{
+		{"profile", "Where proxy time goes", time.Minute, profileSection},
+		{"proxy", "1. Proxy throughput and latency", 210 * time.Second, proxySection},
+		{"replace", "2. Replacement under load", 75 * time.Second, replaceSection},
+		{"config", "3. Config save → new generation serving", 90 * time.Second, configSection},
+		{"cold", "4. Cold start", 220 * time.Second, coldSection},
+		{"rss", "5. Runner memory (VmRSS)", time.Second, func(context.Context, *env) (string, error) { return e.rss.render(), nil }},
+	}
+	docOrder := []string{"proxy", "replace", "config", "cold", "rss", "profile"}
+	parts := map[string]string{}
+	failed := 0
+	for _, s := range sections {
+		if *only != "" && s.key != "rss" && !contains(strings.Split(*only, ","), s.key) {
+			continue
+		}
+		var md strings.Builder
+		fmt.Fprintf(&md, "\n## %s\n\n", s.title)
+		if ctx.Err() != nil && s.key != "rss" {
+			failed++
+			fmt.Fprintf(&md, "**Not measured:** the run was interrupted or reached its %s bound first.\n", measureFor)
+			parts[s.key] = md.String()
+			continue
+		}
+		progress("== %s (budget %s)", s.title, s.budget)
+		t0 := time.Now()
+		sctx, cancel := context.WithTimeoutCause(ctx, s.budget, fmt.Errorf("over the section's %s budget", s.budget))
+		out, err := s.run(sctx, e)
+		cancel()
+		md.WriteString(out)
+		if err != nil {
+			failed++
+			switch {
+			case ctx.Err() != nil:
+				err = fmt.Errorf("interrupted or over the run's %s bound: %w", measureFor, err)
+			case sctx.Err() != nil:
+				err = fmt.Errorf("%v: %w", context.Cause(sctx), err)
+			}
+			progress("%s: FAILED: %v", s.title, err)
+			first, _, _ := strings.Cut(err.Error(), "\n")
+			what := "Not measured"
+			if out != "" {
+				what = "Incomplete"
+			}
+			fmt.Fprintf(&md, "\n**%s:** `%s`\n", what, first)
+		}
+		parts[s.key] = md.String()
+		progress("   (%s)", time.Since(t0).Round(time.Second))
+	}
+	var body strings.Builder
+	for _, k := range docOrder {
+		body.WriteString(parts[k])
+	}
+	var budgets []string
+	for _, s := range sections[:len(sections)-1] {
+		budgets = append(budgets, fmt.Sprintf("%s %s", s.key, s.budget))
+	}
+	loadAvg += " before, " + loadAverage() + " after"
+	doc := header(engine, e.tools, loadAvg, strings.Join(budgets, ", "), time.Since(begin)) + body.String()
+	fmt.Print(doc)
 	if *out != "" {
-		if err := os.WriteFile(*out, []byte(header(engine)+table), 0o644); err != nil {
+		if err := os.WriteFile(*out, []byte(doc), 0o644); err != nil {
 			return fail(err)
 		}
 		progress("wrote %s", *out)
 	}
+	progress("done in %s", time.Since(begin).Round(time.Second))
+	if failed > 0 {
+		fmt.Fprintf(os.Stderr, "bench: FAILED: %d section(s) failed (see above)\n", failed)
+		return 1
+	}
 	return 0
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if strings.TrimSpace(x) == s {
+			return true
+		}
+	}
+	return false
 }
 
 func fail(err error) int {
@@ -134,6 +223,15 @@ func preflight(ctx context.Context, bin, image string) (string, error) {
 		return "", fmt.Errorf("image %s: %w (make images)", image, err)
 	}
 	return engine, nil
+}
+
+func moduleRoot() (string, error) {
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	mod := strings.TrimSpace(string(out))
+	if err != nil || mod == "" || mod == os.DevNull {
+		return "", fmt.Errorf("run the bench inside the module (go env GOMOD: %q, %v)", mod, err)
+	}
+	return filepath.Dir(mod), nil
 }
 
 // docker runs the docker CLI and returns its trimmed stdout.
@@ -163,39 +261,58 @@ func removeByLabel() {
 	}
 }
 
-// cleanup removes the bench's containers and the temp dirs of runners of an earlier,
-// interrupted bench (with whatever their runners left behind).
+// cleanup removes the bench's containers, and the temp dirs of an earlier, interrupted
+// bench with whatever was started from them (a runner's containers and network, an
+// nginx).
 func cleanup() {
 	removeByLabel()
 	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), tempPrefix+"*"))
 	for _, dir := range dirs {
-		if n := removeRunnerLeftovers(dir); n > 0 {
+		n, clean := removeRunnerLeftovers(dir)
+		if n > 0 {
 			progress("cleanup: removed %d container(s) of an interrupted runner (%s)", n, dir)
 		}
-		_ = os.RemoveAll(dir)
+		stopStaleNginx(dir)
+		if clean {
+			_ = os.RemoveAll(dir)
+		} else {
+			progress("cleanup: kept %s: a runner's containers or network could not be removed; the next run tries again", dir)
+		}
 	}
 }
 
-func header(engine string) string {
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+func header(engine string, t *tools, loadAvg, budgets string, took time.Duration) string {
 	nproc := fmt.Sprint(runtime.NumCPU())
 	if b, err := exec.Command("nproc").Output(); err == nil {
 		nproc = strings.TrimSpace(string(b))
 	}
-	return fmt.Sprintf(`# Replacement under load
+	return fmt.Sprintf(`# Benchmarks: the runner side by side with its anchors
 
-- date: %s
+- date: %s (run took %s)
 - nproc: %s, Go: %s, Docker Engine: %s
+- load generator: %s; nginx: %s
+- load average (1, 5, 15 min): %s the run (the host was not otherwise quiesced)
+- time budgets: %s; the whole run %s (a section cut short says so)
 - command: %s
 
-%d keep-alive clients, each a loop of GET with a %s timeout (a transport error or a non-200
-is a failure), ~%s of load per contender; the plugin's GREETING changes v1 → v2 %s in; the
-load goes on until v2 has answered for %s. Latencies are over all requests, failed ones
-included. "edit→new version serving" runs from the config rewrite (runner) or from the
-start of `+"`docker stop`"+` (stop-first) to the first completed v2 answer. Timings are noisy;
-compare rows of the same run. See the package comment of bench/main.go.
-
-`, time.Now().UTC().Format(time.RFC3339), nproc, runtime.Version(), engine, command(),
-		clients, clientTimeout, minLoad, triggerAfter, newServingFor)
+Every number below was measured in this one run on this machine; compare rows of the same
+run, and read ratios rather than absolute figures. Client, proxy, plugin and Docker share
+the same %s cores. How each section measures is written under its table and in the package
+comment of bench/main.go.
+`, time.Now().UTC().Format(time.RFC3339), took.Round(time.Second), nproc, runtime.Version(), engine,
+		t.loadDesc(), t.nginxDesc(), loadAvg, budgets, measureFor, command(), nproc)
 }
 
 // command is how this program was started, with `go run` recognised.
@@ -209,33 +326,6 @@ func command() string {
 		return "`make bench` → `" + cmd + "`"
 	}
 	return "`" + cmd + "`"
-}
-
-func render(rs []*result) string {
-	var b strings.Builder
-	b.WriteString("| contender | requests | failed | failed % | p50 | p99 | max latency | edit→new version serving |\n")
-	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|\n")
-	for _, r := range rs {
-		fmt.Fprintf(&b, "| %s | %d | %d | %.2f %% | %s | %s | %s | %s |\n", r.name, r.requests, r.failed,
-			pct(r.failed, r.requests), ms(r.quantile(0.5)), ms(r.quantile(0.99)), ms(r.max()), ms(r.editToNew))
-	}
-	base := rs[len(rs)-1] // stop-first
-	var failed, maxLat, window []string
-	for _, r := range rs[:len(rs)-1] {
-		failed = append(failed, fmt.Sprintf("%s %d/%d = %s", r.label, r.failed, base.failed, ratio(float64(r.failed), float64(base.failed))))
-		maxLat = append(maxLat, fmt.Sprintf("%s %s×", r.label, ratio(float64(r.max()), float64(base.max()))))
-	}
-	for _, r := range rs {
-		w := "none"
-		if r.failed > 0 {
-			w = ms(r.failWindow())
-		}
-		window = append(window, fmt.Sprintf("%s %s", r.label, w))
-	}
-	fmt.Fprintf(&b, "\nRatio of failed requests runner/stop-first: %s. Max latency runner/stop-first: %s.\n",
-		strings.Join(failed, ", "), strings.Join(maxLat, ", "))
-	fmt.Fprintf(&b, "Failure window (first → last failed request): %s.\n", strings.Join(window, "; "))
-	return b.String()
 }
 
 func pct(n, of int) float64 {
@@ -265,4 +355,14 @@ func ms(d time.Duration) string {
 	default:
 		return fmt.Sprintf("%.2f s", d.Seconds())
 	}
+}
+
+func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
+
+// metOrMissed renders a goal check.
+func metOrMissed(ok bool) string {
+	if ok {
+		return "met"
+	}
+	return "**missed**"
 }

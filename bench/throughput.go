@@ -1,0 +1,343 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+)
+
+// throughput requests: a tiny answer, ~1 KiB and ~1 MiB. hello has no endpoint that
+// returns a large body by itself; /echo/ reflects the request (query and up to 1 MiB of
+// body) as JSON, so the 1 KiB case is a GET with a 1000-byte query and the 1 MiB case a
+// POST of 1 MiB, echoed back (~1 MiB each way).
+var throughputRequests = []struct {
+	label string
+	req   request
+}{
+	{"GET / (14 B answer)", request{method: http.MethodGet}},
+	{"GET /echo/?q=<1000 B> (~1 KiB answer)", request{method: http.MethodGet, path: "echo/?q=" + strings.Repeat("a", 1000)}},
+	{"POST /echo/ 1 MiB (~1 MiB answer)", request{method: http.MethodPost, path: "echo/", body: bytes.Repeat([]byte("x"), 1<<20)}},
+}
+
+type proxyRow struct {
+	mode, request, target string
+	answer                int // bytes of the check request's answer
+	res                   *loadResult
+}
+
+// proxySection measures the proxy in both reach modes.
+func proxySection(ctx context.Context, e *env) (string, error) {
+	tmp, err := os.MkdirTemp("", tempPrefix+"load-")
+	if err != nil {
+		return "", err
+	}
+	defer os.RemoveAll(tmp)
+	var rows []proxyRow
+	for _, mode := range []string{"published", "address"} {
+		progress("reach = %q", mode)
+		r, err := proxyMode(ctx, e, tmp, mode)
+		if err != nil {
+			err = fmt.Errorf("reach = %q: %w", mode, err)
+			if len(rows) == 0 {
+				return "", err
+			}
+			return renderProxy(rows, e) + sseNote(e.root), err
+		}
+		rows = append(rows, r...)
+	}
+	return renderProxy(rows, e) + sseNote(e.root), nil
+}
+
+func proxyMode(ctx context.Context, e *env, tmp, mode string) (rows []proxyRow, err error) {
+	p, err := startRunner(ctx, e.bin, runnerConfig(e.image, mode, "", pluginConf{"hello", "v1"}), runnerStartIn)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err = p.finish(err); err != nil {
+			rows = nil
+		}
+	}()
+	if err := waitAnswer(ctx, p.url("hello"), oldBody); err != nil {
+		return nil, err
+	}
+	if err := sleep(ctx, idleSettle); err != nil {
+		return nil, err
+	}
+	if rss, err := p.rss(); err == nil {
+		e.rss.add(fmt.Sprintf("idle, 1 plugin, reach = %q", mode), 1, rss, "")
+	} else {
+		return nil, err
+	}
+
+	ids, err := p.containers(ctx, "hello")
+	if err != nil || len(ids) != 1 {
+		return nil, fmt.Errorf("the runner's hello container: %v %v", ids, err)
+	}
+	direct, err := directAddr(ctx, ids[0], mode)
+	if err != nil {
+		return nil, err
+	}
+	type target struct{ name, base string }
+	targets := []target{{"direct", "http://" + direct + "/"}, {"runner", p.url("hello")}}
+	if e.tools.nginx != "" {
+		ng, err := startNginx(ctx, e.tools.nginx, direct)
+		if err != nil {
+			return nil, err
+		}
+		defer ng.stop()
+		targets = append(targets, target{"nginx", "http://" + ng.addr() + "/plugins/hello/"})
+	}
+	progress("  direct %s, runner %s", direct, p.addr)
+
+	answers := map[string]int{}
+	for _, t := range targets {
+		for _, tr := range throughputRequests {
+			n, err := checkAnswer(ctx, t.base, tr.req)
+			if err != nil {
+				return nil, fmt.Errorf("%s %s: %w", t.name, tr.label, err)
+			}
+			answers[t.name+tr.label] = n
+		}
+		// Warm-up: connections, pools, caches.
+		if _, err := e.tools.load(ctx, tmp, t.base, throughputRequests[0].req, warmUp); err != nil {
+			return nil, fmt.Errorf("warm-up %s: %w", t.name, err)
+		}
+	}
+	for _, tr := range throughputRequests {
+		for _, t := range targets {
+			var sampler *rssSampler
+			if t.name == "runner" {
+				pid, err := p.pid()
+				if err != nil {
+					return nil, err
+				}
+				sampler = sampleRSS(pid)
+			}
+			res, err := e.tools.load(ctx, tmp, t.base, tr.req, e.loadFor)
+			if sampler != nil {
+				peak := sampler.stop()
+				e.rss.loadPeak(mode, tr.label, peak)
+			}
+			if err != nil {
+				return nil, fmt.Errorf("%s %s: %w", t.name, tr.label, err)
+			}
+			progress("  %-6s %-40s %8.0f req/s  p50 %-9s p99 %-9s errors %d", t.name, tr.label, res.rps, ms(res.p50), ms(res.p99), res.errors)
+			rows = append(rows, proxyRow{mode: mode, request: tr.label, target: t.name, answer: answers[t.name+tr.label], res: res})
+		}
+	}
+	return rows, nil
+}
+
+const (
+	warmUp     = time.Second
+	idleSettle = 2 * time.Second // after the last request, before an idle RSS reading
+)
+
+// directAddr is how a client reaches the container without the runner: its published
+// loopback port (published mode) or its address on the runner network (address mode).
+func directAddr(ctx context.Context, id, mode string) (string, error) {
+	if mode == "address" {
+		out, err := docker(ctx, "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}", id)
+		if err != nil {
+			return "", err
+		}
+		f := strings.Fields(out)
+		if len(f) == 0 {
+			return "", fmt.Errorf("container %.12s has no address", id)
+		}
+		return f[0] + ":8080", nil
+	}
+	out, err := docker(ctx, "port", id, "8080/tcp")
+	if err != nil {
+		return "", err
+	}
+	for _, line := range strings.Fields(out) {
+		if strings.HasPrefix(line, "127.0.0.1:") {
+			return line, nil
+		}
+	}
+	return "", fmt.Errorf("container %.12s: no 127.0.0.1 port in %q", id, out)
+}
+
+// checkAnswer sends req once and checks that the answer is the plugin's: the greeting for
+// /, the echo of the request for /echo/. It returns the answer's size.
+func checkAnswer(ctx context.Context, base string, req request) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, loadTimeout)
+	defer cancel()
+	hr, err := http.NewRequestWithContext(ctx, req.method, base+req.path, bytes.NewReader(req.body))
+	if err != nil {
+		return 0, err
+	}
+	resp, err := (&http.Client{Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}}).Do(hr)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	if err != nil {
+		return 0, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("status %d: %.200q", resp.StatusCode, body)
+	}
+	if req.path == "" {
+		if string(body) != oldBody {
+			return 0, fmt.Errorf("answer %q, want %q", body, oldBody)
+		}
+		return len(body), nil
+	}
+	var echo struct {
+		Method, Path, Query, Body string
+	}
+	if err := json.Unmarshal(body, &echo); err != nil {
+		return 0, fmt.Errorf("echo answer: %w", err)
+	}
+	if echo.Method != req.method || echo.Path != "/echo/" || len(echo.Body) != len(req.body) {
+		return 0, fmt.Errorf("echo answer: %s %s with %d body bytes, want %s /echo/ with %d", echo.Method, echo.Path, len(echo.Body), req.method, len(req.body))
+	}
+	return len(body), nil
+}
+
+func renderProxy(rows []proxyRow, e *env) string {
+	var b strings.Builder
+	b.WriteString("| reach | request | target | answer | req/s | p50 | p99 | runner/direct | runner/nginx | errors |\n")
+	b.WriteString("|---|---|---|---:|---:|---:|---:|---:|---:|---:|\n")
+	find := func(mode, req, target string) *proxyRow {
+		i := slices.IndexFunc(rows, func(r proxyRow) bool { return r.mode == mode && r.request == req && r.target == target })
+		if i < 0 {
+			return nil
+		}
+		return &rows[i]
+	}
+	for _, r := range rows {
+		vsDirect, vsNginx := "", ""
+		if r.target == "runner" {
+			if d := find(r.mode, r.request, "direct"); d != nil {
+				vsDirect = ratio(r.res.rps, d.res.rps) + "×"
+			}
+			vsNginx = "not measured"
+			if n := find(r.mode, r.request, "nginx"); n != nil {
+				vsNginx = ratio(r.res.rps, n.res.rps) + "×"
+			}
+		}
+		target := map[string]string{"direct": "direct", "runner": "**runner**", "nginx": "nginx"}[r.target]
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %.0f | %s | %s | %s | %s | %d |\n", r.mode, r.request, target,
+			size(r.answer), r.res.rps, ms(r.res.p50), ms(r.res.p99), vsDirect, vsNginx, r.res.errors)
+	}
+	b.WriteString("\nGoals (issue 9, on the 14 B GET): runner req/s ≥ nginx's and ≥ 0.8× direct; p99 added over direct ≤ nginx's.\n")
+	small := throughputRequests[0].label
+	for _, mode := range []string{"published", "address"} {
+		d, r, n := find(mode, small, "direct"), find(mode, small, "runner"), find(mode, small, "nginx")
+		if d == nil || r == nil {
+			continue
+		}
+		line := fmt.Sprintf("- reach = %q: runner/direct %s× (≥ 0.8: %s)", mode, ratio(r.res.rps, d.res.rps), metOrMissed(r.res.rps >= 0.8*d.res.rps))
+		if n != nil {
+			addR, addN := r.res.p99-d.res.p99, n.res.p99-d.res.p99
+			line += fmt.Sprintf(", runner/nginx %s× (≥ 1: %s), added p99 runner %s vs nginx %s (%s)",
+				ratio(r.res.rps, n.res.rps), metOrMissed(r.res.rps >= n.res.rps), signedMS(addR), signedMS(addN), metOrMissed(addR <= addN))
+		} else {
+			line += "; nginx not measured"
+		}
+		b.WriteString(line + ".\n")
+	}
+	fmt.Fprintf(&b, `
+Each row is one load run of %s against one target, one target after the other (after a
+1 s warm-up of each); ratios are of req/s. "direct" is the hello container itself: its
+published port on 127.0.0.1 (through Docker's userland docker-proxy) with reach =
+"published", its address on the runner network (container IP:8080) with reach = "address".
+"runner" is the runner's proxy at %s in the same reach mode; "nginx" is
+nginx with worker_processes 2, an upstream of that same direct address with keepalive 64,
+proxy_http_version 1.1, Connection "", and bodies buffered in memory. "answer" is the size
+of the answer body to one check request through that target (the echo reflects request
+headers, which each proxy adds to). errors = socket errors + non-2xx answers. Load,
+proxy, plugin and docker-proxy share the machine's cores.
+`, e.tools.loadShape(e.loadFor), "`/plugins/hello/`")
+	return b.String()
+}
+
+func (t *tools) loadShape(d time.Duration) string {
+	if t.wrk != "" {
+		return fmt.Sprintf("`wrk -t%d -c%d -d%s --latency`", loadThreads, loadConns, d)
+	}
+	return fmt.Sprintf("the Go load generator (%d keep-alive connections, %s)", loadConns, d)
+}
+
+func signedMS(d time.Duration) string {
+	if d < 0 {
+		return "−" + ms(-d)
+	}
+	return "+" + ms(d)
+}
+
+func size(n int) string {
+	switch {
+	case n >= 1<<20:
+		return fmt.Sprintf("%.2f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.2f KiB", float64(n)/(1<<10))
+	default:
+		return fmt.Sprintf("%d B", n)
+	}
+}
+
+// sseNote says whether a streaming time-to-first-byte could be measured: only if an
+// example plugin streams server-sent events.
+func sseNote(root string) string {
+	files, _ := filepath.Glob(filepath.Join(root, "examples", "*", "*.go"))
+	var streaming []string
+	for _, f := range files {
+		if b, err := os.ReadFile(f); err == nil && bytes.Contains(b, []byte("text/event-stream")) {
+			streaming = append(streaming, filepath.Base(filepath.Dir(f)))
+		}
+	}
+	if len(streaming) == 0 {
+		return "\nStreaming (SSE) time-to-first-byte: **not measured** — no example plugin streams (none of\n" +
+			"`examples/*/*.go` serves `text/event-stream`), and this bench does not invent one.\n"
+	}
+	slices.Sort(streaming)
+	return fmt.Sprintf("\nStreaming (SSE) time-to-first-byte: **not measured yet** — example(s) %s serve\n`text/event-stream`; this bench does not drive them yet.\n",
+		strings.Join(slices.Compact(streaming), ", "))
+}
+
+// rssSampler polls a process's VmRSS and keeps the peak.
+type rssSampler struct {
+	done chan struct{}
+	wg   sync.WaitGroup
+	peak int64
+}
+
+func sampleRSS(pid int) *rssSampler {
+	s := &rssSampler{done: make(chan struct{})}
+	s.wg.Go(func() {
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		for {
+			if v, err := vmRSS(pid); err == nil && v > s.peak {
+				s.peak = v
+			}
+			select {
+			case <-s.done:
+				return
+			case <-t.C:
+			}
+		}
+	})
+	return s
+}
+
+func (s *rssSampler) stop() int64 {
+	close(s.done)
+	s.wg.Wait()
+	return s.peak
+}
