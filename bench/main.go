@@ -28,6 +28,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -45,7 +46,7 @@ import (
 // so that a slow, shared host loses the end of one section rather than whole sections);
 // what is still running then is stopped and removed, within a bounded teardown
 // (runnerExitIn, the docker rm's minute). `make bench` stays under 10 minutes on 2 cores.
-const measureFor = 7*time.Minute + 30*time.Second
+const measureFor = 7*time.Minute + 45*time.Second
 
 // env is what every section gets.
 type env struct {
@@ -123,7 +124,7 @@ func run() int {
 		{"proxy", "1. Proxy throughput and latency", 210 * time.Second, proxySection},
 		{"replace", "2. Replacement under load", 75 * time.Second, replaceSection},
 		{"config", "3. Config save → new generation serving", 90 * time.Second, configSection},
-		{"cold", "4. Cold start", 220 * time.Second, coldSection},
+		{"cold", "4. Cold start", 235 * time.Second, coldSection},
 		{"rss", "5. Runner memory (VmRSS)", time.Second, func(context.Context, *env) (string, error) { return e.rss.render(), nil }},
 	}
 	docOrder := []string{"proxy", "replace", "config", "cold", "rss", "profile"}
@@ -148,7 +149,13 @@ func run() int {
 		cancel()
 		md.WriteString(out)
 		if err != nil {
-			failed++
+			// A section cut short by its budget or the run's bound reports what it
+			// measured (a partial table says so); only errors, an interrupt, or a
+			// section with nothing to show fail the run.
+			cut := errors.Is(sctx.Err(), context.DeadlineExceeded) // budget or run bound, not Ctrl-C
+			if out == "" || !cut {
+				failed++
+			}
 			switch {
 			case ctx.Err() != nil:
 				err = fmt.Errorf("interrupted or over the run's %s bound: %w", measureFor, err)
