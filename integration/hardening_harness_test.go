@@ -1,8 +1,6 @@
 package integration
 
 import (
-	"bufio"
-	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -12,13 +10,11 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 )
 
 // startRunnerWithEnv is startRunner with extra environment variables for the runner
-// process (NAME=value), e.g. a secret for env() in the config: the tests run in
-// parallel, so the test process's own environment is not the place for it. Files are
-// written to the runner's directory (name → content, 0600) before it starts.
+// process (NAME=value), e.g. a secret for env() in the config, and files written to the
+// runner's directory (name → content, 0600) before it starts.
 func startRunnerWithEnv(t *testing.T, hcl string, env []string, files map[string]string, extraArgs ...string) *runnerProc {
 	t.Helper()
 	dir := t.TempDir()
@@ -29,58 +25,7 @@ func startRunnerWithEnv(t *testing.T, hcl string, env []string, files map[string
 	}
 	writeFile(t, filepath.Join(dir, "plugins.hcl"), hcl)
 
-	// The same steps as startRunnerIn, with cmd.Env set.
-	rp := &runnerProc{t: t, dir: dir, exited: make(chan struct{})}
-	args := append([]string{"up", "-c", filepath.Join(dir, "plugins.hcl")}, extraArgs...)
-	rp.cmd = exec.Command(runnerBin, args...)
-	rp.cmd.Dir = dir
-	rp.cmd.Env = append(os.Environ(), env...)
-	outR, outW := io.Pipe()
-	rp.cmd.Stdout = outW
-	rp.cmd.Stderr = &lockedWriter{mu: &rp.mu, w: &rp.stderr}
-	begin := time.Now()
-	if err := rp.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		rp.kill()
-		rp.forceCleanup()
-		if t.Failed() {
-			t.Logf("runner stdout:\n%s\nrunner stderr:\n%s", rp.out(), rp.errOut())
-		}
-	})
-	go func() {
-		rp.exitErr = rp.cmd.Wait()
-		outW.Close()
-		close(rp.exited)
-	}()
-	serving := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(outR)
-		for sc.Scan() {
-			line := sc.Text()
-			rp.mu.Lock()
-			rp.stdout.WriteString(line + "\n")
-			rp.mu.Unlock()
-			if m := servingRE.FindStringSubmatch(line); m != nil {
-				serving <- m[1]
-			}
-		}
-	}()
-	select {
-	case rp.addr = <-serving:
-		rp.startup = time.Since(begin)
-	case <-rp.exited:
-		t.Fatalf("runner exited before serving: %v\nstdout:\n%s\nstderr:\n%s", rp.exitErr, rp.out(), rp.errOut())
-	case <-time.After(2 * time.Minute):
-		t.Fatalf("runner not serving after 2m\nstdout:\n%s\nstderr:\n%s", rp.out(), rp.errOut())
-	}
-	id, err := os.ReadFile(filepath.Join(dir, ".runner", "runner-id"))
-	if err != nil {
-		t.Fatalf("runner id: %v", err)
-	}
-	rp.runnerID = strings.TrimSpace(string(id))
-	return rp
+	return startRunnerEnv(t, dir, env, extraArgs...)
 }
 
 // hardenedRunner is the runner block of the hardening tests: public proxy and admin API

@@ -60,10 +60,21 @@ func writeFile(t *testing.T, path, body string) {
 // the same runner instance: same state_dir, same id).
 func startRunnerIn(t *testing.T, dir string, extraArgs ...string) *runnerProc {
 	t.Helper()
+	return startRunnerEnv(t, dir, nil, extraArgs...)
+}
+
+// startRunnerEnv is startRunnerIn with extra environment variables (NAME=value) for the
+// runner process only: tests run in parallel, so the test process's environment is not
+// the place for them.
+func startRunnerEnv(t *testing.T, dir string, env []string, extraArgs ...string) *runnerProc {
+	t.Helper()
 	rp := &runnerProc{t: t, dir: dir, exited: make(chan struct{})}
 	args := append([]string{"up", "-c", filepath.Join(dir, "plugins.hcl")}, extraArgs...)
 	rp.cmd = exec.Command(runnerBin, args...)
 	rp.cmd.Dir = dir
+	if env != nil {
+		rp.cmd.Env = append(os.Environ(), env...)
+	}
 	outR, outW := io.Pipe()
 	rp.cmd.Stdout = outW
 	rp.cmd.Stderr = &lockedWriter{mu: &rp.mu, w: &rp.stderr}
