@@ -349,7 +349,9 @@ func (r *Runner) reconcile(ctx context.Context, t trigger) {
 			r.router.SetNotReady(name, "pending")
 			s = r.startSupervisor(name, nil)
 		}
-		s.submit(work{cfg: pc, d: desired[name]})
+		// After a resync (engine events reconnected, an image moved) a death may have
+		// been missed; a config save alone needs no engine round trip per plugin.
+		s.submit(work{cfg: pc, d: desired[name], verify: t.resync})
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/xcore/runner/config"
+	"github.com/xcore/runner/sandbox"
 )
 
 func superviseTest(t *testing.T, edit func(*config.Plugin)) (*Runner, *fakeSandbox) {
@@ -100,4 +101,17 @@ func TestNoGoroutineLeakOver100Restarts(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// A container that died while the event stream was down (no die event) is noticed when
+// the stream reconnects: the resync re-inspects it and restarts the plugin.
+func TestResyncNoticesMissedDeath(t *testing.T) {
+	r, f := superviseTest(t, nil)
+	first := r.Statuses()[0].Container
+	_ = f.kill(first, 1, false) // died; its die event is lost
+	f.events <- sandbox.Event{Kind: sandbox.EventResync}
+	waitFor(t, "restarted after resync", func() bool {
+		st := r.Statuses()[0]
+		return st.Restarts == 1 && st.State == StateHealthy && st.Container != first
+	})
 }

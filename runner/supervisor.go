@@ -50,6 +50,7 @@ type work struct {
 	cfg    *config.Plugin
 	d      Desired
 	remove bool
+	verify bool // re-observe: check with the engine that the serving container still runs
 }
 
 // instance is a container that serves (or served) the plugin.
@@ -195,7 +196,7 @@ func (s *supervisor) apply(ctx context.Context, w *work) {
 		s.stopRestartTimer() // the change below starts what is wanted now
 	}
 	s.want = w
-	if s.cur != nil && s.cur.d.Hash == w.d.Hash && !s.alive(ctx) {
+	if w.verify && s.cur != nil && s.cur.d.Hash == w.d.Hash && !s.alive(ctx) {
 		return // it died unnoticed (e.g. while the event stream was down): restarting
 	}
 
