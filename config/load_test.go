@@ -94,14 +94,14 @@ func TestLoadFull(t *testing.T) {
 	dir := abs(t, "testdata/full")
 	// user = "0:0" with allow_root = true: allowed, with a warning at the value.
 	if len(warnings) != 1 || warnings[0].Severity != hcl.DiagWarning || warnings[0].Summary != "Plugin runs as root" ||
-		warnings[0].Subject == nil || warnings[0].Subject.Start.Line != 39 || warnings[0].Subject.Start.Column != 23 {
-		t.Errorf("warnings = %v, want one \"Plugin runs as root\" at %s:39:23", warnings, root)
+		warnings[0].Subject == nil || warnings[0].Subject.Start.Line != 40 || warnings[0].Subject.Start.Column != 23 {
+		t.Errorf("warnings = %v, want one \"Plugin runs as root\" at %s:40:23", warnings, root)
 	}
 
-	checkDefRange(t, "service kv", &cfg.Services["kv"].DefRange, root, 14)
-	checkDefRange(t, "service billing", &cfg.Services["billing"].DefRange, root, 18)
+	checkDefRange(t, "service kv", &cfg.Services["kv"].DefRange, root, 15)
+	checkDefRange(t, "service billing", &cfg.Services["billing"].DefRange, root, 19)
 	checkDefRange(t, "service settings", &cfg.Services["settings"].DefRange, "testdata/full/drop/10-settings.hcl", 1)
-	checkDefRange(t, "plugin hello", &cfg.Plugins["hello"].DefRange, root, 26)
+	checkDefRange(t, "plugin hello", &cfg.Plugins["hello"].DefRange, root, 27)
 	checkDefRange(t, "plugin builder", &cfg.Plugins["builder"].DefRange, "testdata/full/drop/20-builder.hcl", 1)
 
 	want := &config.Config{
@@ -119,6 +119,7 @@ func TestLoadFull(t *testing.T) {
 				netip.MustParsePrefix("10.0.0.0/8"),
 				netip.MustParsePrefix("fd00::/8"),
 			},
+			StartConcurrency: 3,
 		},
 		Services: map[string]*config.Service{
 			"kv": {Name: "kv", Builtin: "kv"},
@@ -216,6 +217,8 @@ func TestLoadDefaults(t *testing.T) {
 			PluginsDir:     filepath.Join(dir, "plugins.d"),
 			Watch:          true,
 			Reach:          config.ReachPublished,
+
+			StartConcurrency: 8,
 		},
 		Services: map[string]*config.Service{},
 		Plugins: map[string]*config.Plugin{
@@ -397,6 +400,7 @@ func TestLoadInvalid(t *testing.T) {
 		{name: "bad service name", path: "bad_service_name.hcl", line: 1, summary: "Invalid service name"},
 		{name: "bad reach", path: "bad_reach.hcl", line: 3, summary: "Invalid reach", detail: `use "published" or "address"`},
 		{name: "bad listen", path: "bad_listen.hcl", line: 2, summary: "Invalid admin_listen", detail: "not host:port"},
+		{name: "start_concurrency zero", path: "start_concurrency_zero.hcl", line: 3, summary: "Invalid start_concurrency", detail: "use 1 to 256"},
 		{name: "listen equals admin_listen", path: "same_listen.hcl", line: 3, summary: "Invalid admin_listen"},
 		{name: "service with two kinds", path: "service_two_kinds.hcl", line: 3, summary: "Conflicting service kinds"},
 		{name: "service with no kind", path: "service_no_kind.hcl", line: 1, summary: "Missing service kind"},

@@ -16,6 +16,10 @@ const (
 	defaultStateDir    = ".runner"
 	defaultPluginsDir  = "plugins.d"
 	adminTokenName     = "admin.token"
+	// defaultStartConcurrency: how many plugin containers are created and started at
+	// once. Unbounded, 50 plugins on 2 cores starved the engine: starts ran into their
+	// start_timeout and were retried, 4× slower than 8 at a time.
+	defaultStartConcurrency = 8
 )
 
 var runnerSchema = &hcl.BodySchema{
@@ -29,6 +33,7 @@ var runnerSchema = &hcl.BodySchema{
 		{Name: "reach"},
 		{Name: "keep_on_exit"},
 		{Name: "trusted_proxies"},
+		{Name: "start_concurrency"},
 	},
 }
 
@@ -44,6 +49,8 @@ func defaultRunner(rootDir string) Runner {
 		Watch:          true,
 		Reach:          ReachPublished,
 		KeepOnExit:     false,
+
+		StartConcurrency: defaultStartConcurrency,
 	}
 }
 
@@ -83,6 +90,7 @@ func (l *loader) decodeRunner(b *hcl.Block) (r Runner, pluginsDir string, plugin
 	l.oneOf(attrs, "reach", &r.Reach, ReachPublished, ReachAddress)
 	l.boolean(attrs, "keep_on_exit", &r.KeepOnExit)
 	l.trustedProxies(attrs, &r.TrustedProxies)
+	integer(&l.decoder, attrs, "start_concurrency", &r.StartConcurrency, 1, 256)
 	return r, pluginsDir, pluginsDirRange
 }
 

@@ -54,6 +54,9 @@ type Runner struct {
 	// appended), X-Forwarded-Proto and X-Forwarded-Host; from any other peer they are
 	// replaced. Default empty: nothing is trusted. Each prefix is masked (no host bits).
 	TrustedProxies []netip.Prefix
+	// StartConcurrency caps the plugin containers being created and started at once
+	// (default 8, 1..256). A plugin's start_timeout runs from when its turn comes.
+	StartConcurrency int
 }
 
 // Service is a service "name" {} block; exactly one of Builtin, URL or Env is its kind.

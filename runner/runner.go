@@ -54,6 +54,7 @@ type Runner struct {
 	onStatus func(Status)
 	keep     bool
 	prober   *prober
+	starts   chan struct{} // one slot per container being created and started
 
 	mu       sync.Mutex
 	cfg      *config.Config             // the last config that validated
@@ -99,8 +100,17 @@ func New(o Options) *Runner {
 		cfgPath: o.ConfigPath, cfg: o.Config, sb: o.Sandbox, router: o.Router, log: log,
 		onStatus: o.OnStatus, keep: o.Keep || o.Config.Runner.KeepOnExit, prober: newProber(), svc: o.Services,
 		sups: map[string]*supervisor{}, retiring: map[string]<-chan struct{}{}, gens: map[string]int{},
-		kick: make(chan struct{}, 1),
+		kick: make(chan struct{}, 1), starts: make(chan struct{}, startConcurrency(o.Config)),
 	}
+}
+
+// startConcurrency is runner.start_concurrency, or its default for a config built by
+// hand (tests).
+func startConcurrency(cfg *config.Config) int {
+	if n := cfg.Runner.StartConcurrency; n > 0 {
+		return n
+	}
+	return 8
 }
 
 // Start binds the public listener (first, so a busy port fails before any container
@@ -173,7 +183,7 @@ func (r *Runner) Start(ctx context.Context) error {
 	r.wg.Go(r.watchEngine)
 	if cfg.Runner.Watch && r.cfgPath != "" {
 		r.wg.Go(func() {
-			if err := watchConfig(r.ctx, r.log, r.cfgPath, cfg.Runner.PluginsDir, 200*time.Millisecond, r.Reload); err != nil {
+			if err := watchConfig(r.ctx, r.log, r.cfgPath, cfg.Runner.PluginsDir, configDebounce, r.Reload); err != nil {
 				r.log.Error("config watcher stopped; use SIGHUP to reload", "err", err)
 			}
 		})

@@ -33,6 +33,8 @@ type fakeSandbox struct {
 	events    chan sandbox.Event
 	slow      map[string]time.Duration // image ID → how long Run takes
 	sick      map[string]bool          // container ID → its /healthz answers 500
+	inRun     int                      // Run calls under way
+	maxInRun  int                      // the most Run calls ever under way at once
 }
 
 type fakeCtr struct {
@@ -73,11 +75,14 @@ func (f *fakeSandbox) RemoveNetwork(context.Context) (bool, error) {
 func (f *fakeSandbox) Run(_ context.Context, spec sandbox.ContainerSpec) (sandbox.Container, error) {
 	f.mu.Lock()
 	f.runs++ // counted on entry: tests wait for "a start is under way"
+	f.inRun++
+	f.maxInRun = max(f.maxInRun, f.inRun)
 	delay := f.slow[spec.ImageID]
 	f.mu.Unlock()
 	time.Sleep(delay)
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.inRun--
 	f.nextID++
 	c := sandbox.Container{ID: fmt.Sprintf("c%d", f.nextID), Name: sandbox.ContainerName("test", spec.Plugin, spec.Generation), Plugin: spec.Plugin, Generation: spec.Generation, ImageID: spec.ImageID, Snapshot: spec.Snapshot, SpecLabel: spec.SpecLabel, Running: true, Status: "running"}
 	fc := &fakeCtr{c: c}
@@ -277,6 +282,35 @@ func TestStartServesHealthyAndReportsFailed(t *testing.T) {
 	}
 	if st[1].Name != "hello" || st[1].State != StateHealthy || st[1].Generation != 1 || st[1].ImageID != "sha256:h" {
 		t.Errorf("hello status %+v", st[1])
+	}
+}
+
+// runner.start_concurrency caps the containers being started at once, and a plugin's
+// start_timeout runs from its turn: 6 starts of 150 ms, 2 at a time, take 450 ms, more
+// than the 400 ms start_timeout of the last ones, and all of them still start.
+func TestStartConcurrencyBoundsStartsAndQueuedTimeDoesNotCount(t *testing.T) {
+	f := newFake()
+	f.images["hello:1"] = "sha256:h"
+	f.slow["sha256:h"] = 150 * time.Millisecond
+	var plugins []*config.Plugin
+	for i := range 6 {
+		p := testPlugin(fmt.Sprintf("p%d", i), "hello:1")
+		p.Supervisor.StartTimeout = 400 * time.Millisecond
+		plugins = append(plugins, p)
+	}
+	cfg := testConfig(plugins...)
+	cfg.Runner.StartConcurrency = 2
+	r := startTest(t, f, cfg)
+
+	for _, st := range r.Statuses() {
+		if st.State != StateHealthy || st.Restarts != 0 {
+			t.Errorf("%s: %s after %d restarts (%s), want healthy at the first start", st.Name, st.State, st.Restarts, st.LastError)
+		}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.maxInRun != 2 || f.runs != 6 {
+		t.Errorf("%d starts, at most %d at once; want 6, at most 2 (start_concurrency) and 2 reached", f.runs, f.maxInRun)
 	}
 }
 

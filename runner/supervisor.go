@@ -339,9 +339,18 @@ func (s *supervisor) startGeneration(ctx context.Context, w *work) (*instance, e
 		s.r.sidecar.release(s.name, gen)
 		return nil, err
 	}
+	// Wait for a start slot (runner.start_concurrency) before start_timeout runs: a
+	// plugin queued behind others has not begun to start.
+	select {
+	case s.r.starts <- struct{}{}:
+	case <-ctx.Done():
+		s.r.sidecar.release(s.name, gen)
+		return nil, ctx.Err()
+	}
 	sctx, cancel := context.WithTimeout(ctx, pc.Supervisor.StartTimeout)
 	defer cancel()
 	ctr, err := s.r.sb.Run(sctx, spec)
+	<-s.r.starts // the health wait needs no slot: the engine's work is done
 	if err != nil {
 		s.r.sidecar.release(s.name, gen)
 		return nil, err

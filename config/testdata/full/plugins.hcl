@@ -9,6 +9,7 @@ runner {
   reach            = "address"
   keep_on_exit     = true
   trusted_proxies  = ["127.0.0.1/32", "10.0.0.0/8", "fd00::/8"]
+  start_concurrency = 3
 }
 
 service "kv" {
