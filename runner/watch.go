@@ -14,6 +14,13 @@ import (
 	"github.com/fsnotify/fsnotify"
 )
 
+// configDebounce is how long a config edit must be quiet before it is applied. Editors
+// write a file in one burst of events microseconds apart (truncate + write, or write a
+// temporary file + rename); 50 ms covers that with margin, and is all the latency a
+// save adds before the replacement starts. A save caught half-written fails to load
+// and changes nothing; the burst's last event reloads it whole.
+const configDebounce = 50 * time.Millisecond
+
 // watchConfig calls trigger (debounced) whenever the root config file or any *.hcl file in
 // pluginsDir is created, written, removed or renamed.
 //
