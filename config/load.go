@@ -79,6 +79,29 @@ func Load(path string) (cfg *Config, files map[string]*hcl.File, diags hcl.Diagn
 	return cfg, parser.Files(), l.diags
 }
 
+// LoadRunner reads only the runner block of the root file at path, over the defaults,
+// exactly as Load would decode it, and ignores every other block and the drop-in files.
+// The commands that talk to a running runner (ps, logs, reload, ...) need its addresses
+// and token file even while a plugin block is being edited into an invalid state.
+func LoadRunner(path string) (Runner, hcl.Diagnostics) {
+	parser := hclparse.NewParser()
+	rootDir, err := filepath.Abs(filepath.Dir(path))
+	if err != nil {
+		return Runner{}, hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Invalid config path", Detail: "resolve " + path + ": " + err.Error()}}
+	}
+	l := &loader{decoder: decoder{ctx: evalContext(rootDir)}, parser: parser, rootDir: rootDir}
+	r := defaultRunner(rootDir)
+	f, diags := parser.ParseHCLFile(path)
+	l.append(diags)
+	if f != nil {
+		content, _, _ := f.Body.PartialContent(&hcl.BodySchema{Blocks: []hcl.BlockHeaderSchema{{Type: blockRunner}}})
+		if b := l.single(content.Blocks.OfType(blockRunner)); b != nil {
+			r, _, _ = l.decodeRunner(b)
+		}
+	}
+	return r, l.diags
+}
+
 // WriteDiagnostics prints diags with source snippets (hcl.NewDiagnosticTextWriter, width 80).
 //
 // Each diagnostic starts with a compiler-style "file:line:col: error: summary" line, so

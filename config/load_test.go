@@ -517,3 +517,43 @@ func TestLoadSyntaxErrorOnce(t *testing.T) {
 }
 
 func fmtAny(v any) string { return fmt.Sprintf("%+v", v) }
+
+// LoadRunner reads the runner block of a config whose plugin blocks do not validate
+// (what ps/logs/reload need while a plugin is being edited), and reports an invalid
+// runner block at its position.
+func TestLoadRunnerIgnoresOtherBlocks(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "plugins.hcl")
+	write := func(src string) {
+		if err := os.WriteFile(path, []byte(src), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(`runner {
+  admin_listen = "127.0.0.1:9181"
+  state_dir    = "st"
+}
+plugin "hello" {
+  image = "hello:latest"
+  port  = "not a port"
+  what  = 1
+}`)
+	if _, _, diags := config.Load(path); !diags.HasErrors() {
+		t.Fatal("the whole config should not validate")
+	}
+	r, diags := config.LoadRunner(path)
+	if diags.HasErrors() {
+		t.Fatalf("LoadRunner: %v", diags)
+	}
+	if r.AdminListen != "127.0.0.1:9181" || r.Listen != "127.0.0.1:8080" || r.StateDir != filepath.Join(dir, "st") ||
+		r.AdminTokenFile != filepath.Join(dir, "st", "admin.token") || r.StartConcurrency != 8 {
+		t.Errorf("runner = %+v", r)
+	}
+
+	write("runner {\n  admin_listen = \"nowhere\"\n}\n")
+	_, diags = config.LoadRunner(path)
+	if !diags.HasErrors() || diags[0].Subject == nil || diags[0].Subject.Start.Line != 2 || diags[0].Summary != "Invalid admin_listen" {
+		t.Errorf("diags = %v, want Invalid admin_listen at line 2", diags)
+	}
+}
