@@ -28,10 +28,6 @@ func startRunnerWithEnv(t *testing.T, hcl string, env []string, files map[string
 	return startRunnerEnv(t, dir, env, extraArgs...)
 }
 
-// hardenedRunner is the runner block of the hardening tests: public proxy and admin API
-// on ephemeral loopback ports, so parallel runners never collide.
-const hardenedRunner = "  admin_listen = \"127.0.0.1:0\"\n"
-
 var hdAdminRE = regexp.MustCompile(`admin http://([0-9.:]+)/`)
 
 // hdAdminAddr is the admin API's address from the runner's "admin http://..." line, or

@@ -24,7 +24,7 @@ import (
 // closed at ReadHeaderTimeout (10s) while other clients are served.
 func TestSlowlorisPublicListener(t *testing.T) {
 	t.Parallel()
-	rp := startRunner(t, hcl(hardenedRunner, plugin("hello", images["hello"], "")))
+	rp := startRunner(t, hcl("", plugin("hello", images["hello"], "")))
 
 	req, _ := http.NewRequest(http.MethodGet, rp.url("/plugins/hello/"), nil)
 	req.Header.Set("X-Big", strings.Repeat("a", 100<<10))
@@ -84,7 +84,7 @@ func TestSlowlorisPublicListener(t *testing.T) {
 // public listener, from the host, serves no admin route.
 func TestReachFromInsidePlugin(t *testing.T) {
 	t.Parallel()
-	rp := startRunner(t, hcl(hardenedRunner, plugin("slow", images["slow"], ""), plugin("hello", images["hello"], "")))
+	rp := startRunner(t, hcl("", plugin("slow", images["slow"], ""), plugin("hello", images["hello"], "")))
 	netw := "xcore-" + rp.runnerID
 	gw, docker0 := hdGateway(t, netw), hdGateway(t, "bridge")
 	ipOf := func(plugin string) string {
@@ -179,7 +179,7 @@ type hdInspect struct {
 // with allow_root = true.
 func TestSurfaceContainers(t *testing.T) {
 	t.Parallel()
-	rp := startRunner(t, hcl(hardenedRunner,
+	rp := startRunner(t, hcl("",
 		"service \"kv\" {\n  builtin = \"kv\"\n}\n",
 		plugin("hello", images["hello"], ""),
 		notesPlugin("notes", "    network = \"none\"\n", "kv"),
@@ -293,7 +293,7 @@ func TestRuntimeRefused(t *testing.T) {
 	if runtimes := docker(t, "info", "-f", "{{json .Runtimes}}"); strings.Contains(runtimes, `"runsc"`) {
 		t.Skip("this engine has runsc: nothing to refuse")
 	}
-	rp := startRunner(t, hcl(hardenedRunner,
+	rp := startRunner(t, hcl("",
 		plugin("gvisor", images["hello"], "  supervisor {\n    runtime = \"runsc\"\n    restart {\n      policy = \"never\"\n    }\n  }\n"),
 		plugin("hello", images["hello"], "")))
 	var failed string
@@ -337,7 +337,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 		return fmt.Sprintf("service \"quotes\" {\n  url = %q\n  headers = {\n    Authorization = \"Bearer ${env(\"XCORE_TEST_SECRET\")}\"\n    X-Api-Key = trimspace(file(%q))\n  }\n}\n", up.URL, keyFile)
 	}
 	cfg := func(svcBlock string) string {
-		return hcl(hardenedRunner+"  watch = true\n", svcBlock, notesPlugin("notes", "", "quotes"), plugin("hello", images["hello"], ""))
+		return hcl("  watch = true\n", svcBlock, notesPlugin("notes", "", "quotes"), plugin("hello", images["hello"], ""))
 	}
 	env := []string{"XCORE_TEST_SECRET=" + envSecret}
 	rp := startRunnerWithEnv(t, cfg(svc("key.txt")), env,
@@ -457,7 +457,7 @@ func hdDockerLogs(t *testing.T, id string) string {
 // engine keeps the log bounded (json-file max-size × max-file).
 func TestFloodLogs(t *testing.T) {
 	t.Parallel()
-	rp := startRunner(t, hcl(hardenedRunner, plugin("slow", images["slow"], "")))
+	rp := startRunner(t, hcl("", plugin("slow", images["slow"], "")))
 	pid := rp.cmd.Process.Pid
 	before := hdRSSKiB(t, pid)
 

@@ -235,7 +235,10 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	return l.w.Write(p)
 }
 
-// hcl renders a config with the runner on an ephemeral loopback port.
+// hcl renders a config with the runner's proxy and admin API on ephemeral loopback
+// ports: tests run in parallel, each with its own `runner up`, and would fight over the
+// default ports. `runner up` prints the admin address ("admin http://127.0.0.1:PORT/
+// (token in FILE)") and the tests pass it on with --admin.
 func hcl(runnerExtra string, plugins ...string) string {
-	return fmt.Sprintf("runner {\n  listen = \"127.0.0.1:0\"\n%s}\n\n%s", runnerExtra, strings.Join(plugins, "\n"))
+	return fmt.Sprintf("runner {\n  listen = \"127.0.0.1:0\"\n  admin_listen = \"127.0.0.1:0\"\n%s}\n\n%s", runnerExtra, strings.Join(plugins, "\n"))
 }
