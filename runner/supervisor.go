@@ -42,6 +42,7 @@ type supervisor struct {
 	budget       *restartBudget
 	restartTimer *time.Timer // armed while waiting out a backoff
 	probeFails   int         // consecutive failed health probes of cur
+	probeConn    probeConn   // the health probes' connection to cur, kept between probes
 	healthySince time.Time
 }
 
@@ -133,6 +134,7 @@ func (s *supervisor) run(ctx context.Context) {
 	defer close(s.done)
 	defer s.once.Do(func() { close(s.settled) })
 	defer s.stopRestartTimer()
+	defer s.probeConn.Close()
 	if s.after != nil {
 		select {
 		case <-s.after:
@@ -339,22 +341,26 @@ func (s *supervisor) startGeneration(ctx context.Context, w *work) (*instance, e
 		s.r.sidecar.release(s.name, gen)
 		return nil, err
 	}
-	// Wait for a start slot (runner.start_concurrency) before start_timeout runs: a
-	// plugin queued behind others has not begun to start.
+	// A slot of runner.start_concurrency for the engine's work (create, start, inspect;
+	// each call bounded in sandbox), not for the health wait.
 	select {
-	case s.r.starts <- struct{}{}:
+	case s.r.engine <- struct{}{}:
 	case <-ctx.Done():
 		s.r.sidecar.release(s.name, gen)
 		return nil, ctx.Err()
 	}
-	sctx, cancel := context.WithTimeout(ctx, pc.Supervisor.StartTimeout)
-	defer cancel()
-	ctr, err := s.r.sb.Run(sctx, spec)
-	<-s.r.starts // the health wait needs no slot: the engine's work is done
+	ctr, err := s.r.sb.Run(ctx, spec)
+	<-s.r.engine
 	if err != nil {
 		s.r.sidecar.release(s.name, gen)
 		return nil, err
 	}
+	// start_timeout is the plugin's own start: from its container running to healthy.
+	// Time queued for a slot or spent by a busy engine is not the plugin's; counted
+	// against it, 200 plugins starting at once timed out, were restarted, and made the
+	// engine busier still.
+	sctx, cancel := context.WithTimeout(ctx, pc.Supervisor.StartTimeout)
+	defer cancel()
 	if spec.RunDir != "" {
 		ctr.Endpoint = unixEndpoint(spec.RunDir)
 	}
