@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/go-chi/chi/v5"
+	"github.com/go-chi/chi/v5/middleware"
 
 	"github.com/xcore/runner/runner"
 )
@@ -108,6 +109,9 @@ func New(o Options) http.Handler {
 		r.Get("/v1/plugins/{name}/logs", s.logs)
 		r.Get("/v1/events", s.events)
 		r.Get("/metrics", s.serveMetrics)
+		// The Go profiler, for the operator chasing CPU or memory, behind the token:
+		// curl -H "Authorization: Bearer $(cat TOKEN_FILE)" ADMIN/debug/pprof/profile?seconds=30
+		r.Mount("/debug", middleware.Profiler())
 	})
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 		if !s.authorized(r) {

@@ -46,6 +46,8 @@ func TestEveryRouteNeedsTheToken(t *testing.T) {
 		{"GET", "/v1/plugins/hello/logs?follow=1"},
 		{"GET", "/v1/events"},
 		{"GET", "/metrics"},
+		{"GET", "/debug/pprof/"},
+		{"GET", "/debug/pprof/heap"},
 		{"GET", "/no/such/route"},
 		{"DELETE", "/v1/plugins"},
 		{"POST", "/logout"},
@@ -73,6 +75,10 @@ func TestEveryRouteNeedsTheToken(t *testing.T) {
 	}
 	if len(h.f.restarted) != 0 {
 		t.Errorf("an unauthenticated restart went through: %v", h.f.restarted)
+	}
+	// With the token, the profiler answers.
+	if resp := h.do("GET", "/debug/pprof/heap?debug=1", nil); resp.StatusCode != http.StatusOK {
+		t.Errorf("GET /debug/pprof/heap with the token: %d", resp.StatusCode)
 	}
 }
 
