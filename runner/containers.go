@@ -16,7 +16,12 @@ func (r *Runner) removeContainer(c sandbox.Container, grace time.Duration) {
 	if err := r.sb.Stop(ctx, c.ID, grace); err != nil {
 		r.log.Warn("stop container", "container", c.ID, "err", err)
 	}
-	if err := r.sb.Remove(ctx, c.ID); err != nil {
+	// Removing is the engine's heavy part (stopping is waiting): bounded like starts, so
+	// that a shutdown of 200 plugins does not hand dockerd 200 removals at once.
+	r.engine <- struct{}{}
+	err := r.sb.Remove(ctx, c.ID)
+	<-r.engine
+	if err != nil {
 		r.log.Warn("remove container", "container", c.ID, "err", err)
 	}
 	if r.sidecar != nil && c.Plugin != "" {

@@ -54,7 +54,7 @@ type Runner struct {
 	onStatus func(Status)
 	keep     bool
 	prober   *prober
-	starts   chan struct{} // one slot per container being created and started
+	engine   chan struct{} // runner.start_concurrency slots: containers being created+started or removed
 
 	mu       sync.Mutex
 	cfg      *config.Config             // the last config that validated
@@ -100,7 +100,7 @@ func New(o Options) *Runner {
 		cfgPath: o.ConfigPath, cfg: o.Config, sb: o.Sandbox, router: o.Router, log: log,
 		onStatus: o.OnStatus, keep: o.Keep || o.Config.Runner.KeepOnExit, prober: newProber(), svc: o.Services,
 		sups: map[string]*supervisor{}, retiring: map[string]<-chan struct{}{}, gens: map[string]int{},
-		kick: make(chan struct{}, 1), starts: make(chan struct{}, startConcurrency(o.Config)),
+		kick: make(chan struct{}, 1), engine: make(chan struct{}, startConcurrency(o.Config)),
 	}
 }
 

@@ -286,8 +286,9 @@ func TestStartServesHealthyAndReportsFailed(t *testing.T) {
 }
 
 // runner.start_concurrency caps the containers being started at once, and a plugin's
-// start_timeout runs from its turn: 6 starts of 150 ms, 2 at a time, take 450 ms, more
-// than the 400 ms start_timeout of the last ones, and all of them still start.
+// start_timeout runs from its container running: 6 starts of 150 ms, 2 at a time, take
+// 450 ms, more than the 400 ms start_timeout of the last ones, and all of them still
+// start.
 func TestStartConcurrencyBoundsStartsAndQueuedTimeDoesNotCount(t *testing.T) {
 	f := newFake()
 	f.images["hello:1"] = "sha256:h"
