@@ -21,20 +21,21 @@ import (
 // fakeSandbox runs "containers" as httptest servers: enough to test orchestration
 // without an engine. Only what the runner calls is implemented.
 type fakeSandbox struct {
-	mu        sync.Mutex
-	images    map[string]string // ref → id
-	dead      map[string]int    // image ID → exit code: its containers exit at once
-	ctrs      map[string]*fakeCtr
-	networkUp bool
-	leftovers []sandbox.Container
-	lastSpec  map[string]sandbox.ContainerSpec
-	nextID    int
-	runs      int
-	events    chan sandbox.Event
-	slow      map[string]time.Duration // image ID → how long Run takes
-	sick      map[string]bool          // container ID → its /healthz answers 500
-	inRun     int                      // Run calls under way
-	maxInRun  int                      // the most Run calls ever under way at once
+	mu         sync.Mutex
+	images     map[string]string // ref → id
+	dead       map[string]int    // image ID → exit code: its containers exit at once
+	ctrs       map[string]*fakeCtr
+	networkUp  bool
+	leftovers  []sandbox.Container
+	lastSpec   map[string]sandbox.ContainerSpec
+	nextID     int
+	runs       int
+	events     chan sandbox.Event
+	slow       map[string]time.Duration // image ID → how long Run takes
+	sick       map[string]bool          // container ID → its /healthz answers 500
+	networkErr error                    // what RemoveNetwork fails with, once empty
+	inRun      int                      // Run calls under way
+	maxInRun   int                      // the most Run calls ever under way at once
 }
 
 type fakeCtr struct {
@@ -67,6 +68,9 @@ func (f *fakeSandbox) RemoveNetwork(context.Context) (bool, error) {
 	defer f.mu.Unlock()
 	if len(f.ctrs) > 0 {
 		return false, nil
+	}
+	if f.networkErr != nil {
+		return false, f.networkErr
 	}
 	f.networkUp = false
 	return true, nil
@@ -368,6 +372,30 @@ func TestLeftoversAreRemovedAndGenerationsContinue(t *testing.T) {
 	}
 	if _, err := f.Inspect(context.Background(), "old"); err == nil {
 		t.Error("leftover container still there")
+	}
+}
+
+// A network the engine will not remove for phantom endpoints (moby/moby#42119) does not
+// fail a shutdown that removed every container; any other failure to remove it does.
+func TestShutdownNetworkLeftByTheEngine(t *testing.T) {
+	for _, tc := range []struct {
+		err    error
+		wantOK bool
+	}{
+		{fmt.Errorf("%w: remove network xcore-x: has active endpoints", sandbox.ErrNetworkInUse), true},
+		{errors.New("remove network xcore-x: engine on fire"), false},
+	} {
+		f := newFake()
+		f.images["hello:1"] = "sha256:h"
+		f.networkErr = tc.err
+		r := New(Options{Config: testConfig(testPlugin("hello", "hello:1")), Sandbox: f, Router: proxy.New(proxy.Options{})})
+		if err := r.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		err := r.Shutdown(context.Background())
+		if (err == nil) != tc.wantOK || f.count() != 0 {
+			t.Errorf("network error %q: Shutdown = %v with %d containers left, want ok = %v", tc.err, err, f.count(), tc.wantOK)
+		}
 	}
 }
 

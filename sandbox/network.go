@@ -2,11 +2,15 @@ package sandbox
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
+	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/moby/moby/client"
+	"github.com/sethvargo/go-retry"
 )
 
 // Network is the runner's own bridge network.
@@ -81,8 +85,37 @@ func (c *Client) RemoveNetwork(ctx context.Context) (bool, error) {
 		c.log.Info("network kept: containers still attached", "network", name, "containers", n)
 		return false, nil
 	}
-	if _, err := c.api.NetworkRemove(ictx, name, client.NetworkRemoveOptions{}); ignoreGone(err) != nil {
+	// Right after its last container went, the engine may still count that container's
+	// endpoint for a moment: retry for a while. Some endpoints never go (a known engine
+	// bug, moby/moby#42119, seen here after 200 containers were removed): ErrNetworkInUse.
+	err = retry.Do(ctx, retry.WithMaxDuration(networkRemoveFor, retry.NewConstant(250*time.Millisecond)), func(ctx context.Context) error {
+		rctx, cancel := context.WithTimeout(ctx, callTimeout)
+		defer cancel()
+		_, err := c.api.NetworkRemove(rctx, name, client.NetworkRemoveOptions{})
+		if err = ignoreGone(err); err != nil && activeEndpoints(err) {
+			return retry.RetryableError(err)
+		}
+		return err
+	})
+	switch {
+	case err != nil && activeEndpoints(err):
+		return false, fmt.Errorf("%w: remove network %s: %v", ErrNetworkInUse, name, err)
+	case err != nil:
 		return false, fmt.Errorf("remove network %s: %w", name, err)
 	}
 	return true, nil
+}
+
+// networkRemoveFor is how long RemoveNetwork retries a network the engine says still
+// has endpoints.
+const networkRemoveFor = 5 * time.Second
+
+// ErrNetworkInUse: the engine refuses to remove the runner's network for endpoints of
+// containers that no longer exist. The network is empty and harmless; the runner reuses
+// it on its next start, and `docker network rm` removes it after a dockerd restart.
+var ErrNetworkInUse = errors.New("network has stale endpoints")
+
+// activeEndpoints reports the engine's 403 "network ... has active endpoints".
+func activeEndpoints(err error) bool {
+	return cerrdefs.IsPermissionDenied(err) || strings.Contains(err.Error(), "active endpoints")
 }
