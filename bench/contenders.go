@@ -11,8 +11,6 @@ import (
 )
 
 const (
-	benchLabel    = "io.xcore.bench=1"
-	tempPrefix    = "xcore-bench-"
 	oldBody       = "v1 from hello\n"
 	newBody       = "v2 from hello\n"
 	runnerStartIn = 90 * time.Second // runner up → "serving" line
@@ -96,7 +94,7 @@ func stopFirst(ctx context.Context, image string) (*result, error) {
 	}
 	defer removeByLabel()
 	run := func(ctx context.Context, greeting string) (string, error) {
-		return docker(ctx, "run", "-d", "--label", benchLabel,
+		return docker(ctx, "run", "-d", "--label", benchLabel(),
 			"-e", "GREETING="+greeting, "-e", "PORT=8080", "-e", "XCORE_PLUGIN=hello",
 			"-p", "127.0.0.1:"+strconv.Itoa(port)+":8080", image)
 	}

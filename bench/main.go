@@ -19,10 +19,14 @@
 // from the module root. It prints the markdown on stdout, progress on stderr, and with
 // -out also writes it to the file. Traffic goes to 127.0.0.1 and to the bench's own
 // containers only; every load is bounded in count and time, each section by a budget and
-// the whole run by measureFor plus a bounded teardown. Containers it runs itself carry the label io.xcore.bench=1; they, the
-// runners' containers and networks, the nginx processes and the temp dirs are removed at
-// the end, also on error or Ctrl-C, and leftovers of an interrupted run at the start. Do not
-// run two benches at once: each removes the other's leftovers.
+// the whole run by measureFor plus a bounded teardown.
+//
+// Two benches may run at once (owner.go): containers the bench runs itself carry the
+// label io.xcore.bench=<run id> (its pid and process start time), and its temp dirs (the
+// runners' state dirs, nginx's) are under $TMPDIR/xcore-bench-run-<run id>. At the end,
+// also on error or Ctrl-C, it removes its own containers, its runners' containers and
+// networks, its nginx processes and temp dirs; at the start, those of benches whose
+// process is gone, and nothing of a bench that still runs.
 package main
 
 import (
@@ -97,8 +101,11 @@ func run() int {
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	cleanup()
-	defer cleanup()
+	if err := initRun(); err != nil {
+		return fail(err)
+	}
+	cleanupStale()
+	defer cleanOwn()
 
 	engine, err := preflight(ctx, *bin, *image)
 	if err != nil {
@@ -255,37 +262,6 @@ func docker(ctx context.Context, args ...string) (string, error) {
 func dockerIDs(ctx context.Context, filter string) []string {
 	out, _ := docker(ctx, "ps", "-aq", "--filter", filter)
 	return strings.Fields(out)
-}
-
-// removeByLabel removes every container labelled io.xcore.bench=1.
-func removeByLabel() {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	if ids := dockerIDs(ctx, "label="+benchLabel); len(ids) > 0 {
-		if _, err := docker(ctx, append([]string{"rm", "-f"}, ids...)...); err != nil {
-			progress("cleanup: %v", err)
-		}
-	}
-}
-
-// cleanup removes the bench's containers, and the temp dirs of an earlier, interrupted
-// bench with whatever was started from them (a runner's containers and network, an
-// nginx).
-func cleanup() {
-	removeByLabel()
-	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), tempPrefix+"*"))
-	for _, dir := range dirs {
-		n, clean := removeRunnerLeftovers(dir)
-		if n > 0 {
-			progress("cleanup: removed %d container(s) of an interrupted runner (%s)", n, dir)
-		}
-		stopStaleNginx(dir)
-		if clean {
-			_ = os.RemoveAll(dir)
-		} else {
-			progress("cleanup: kept %s: a runner's containers or network could not be removed; the next run tries again", dir)
-		}
-	}
 }
 
 func loadAverage() string {

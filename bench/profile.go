@@ -25,7 +25,7 @@ const (
 func profileSection(ctx context.Context, e *env) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, profileTimeout)
 	defer cancel()
-	tmp, err := os.MkdirTemp("", tempPrefix+"prof-")
+	tmp, err := mkTemp("prof-")
 	if err != nil {
 		return "", err
 	}

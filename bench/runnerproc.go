@@ -79,7 +79,7 @@ type runnerProc struct {
 	addr             string    // the proxy's host:port
 	ready, total     int       // from the `serving` line
 	stopped          bool
-	keepDir          bool          // leftovers not all removed: cleanup() tries again
+	keepDir          bool          // leftovers not all removed: cleanOwn() tries again
 	logs             *[2]string    // stdout and stderr, kept when the temp dir goes
 	stopTook         time.Duration // SIGTERM → exit
 }
@@ -101,7 +101,7 @@ func startRunner(ctx context.Context, bin, cfgText string, within time.Duration)
 // spawnRunner writes cfgText to a new temp dir and starts `bin up` there. On error
 // everything is removed.
 func spawnRunner(bin, cfgText string) (*runnerProc, error) {
-	dir, err := os.MkdirTemp("", tempPrefix)
+	dir, err := mkTemp("runner-")
 	if err != nil {
 		return nil, err
 	}
@@ -321,7 +321,7 @@ func (p *runnerProc) stop() error {
 	if left > 0 && err == nil {
 		err = fmt.Errorf("runner left %d container(s) behind after SIGTERM (removed now)", left)
 	}
-	p.keepDir = !clean // for cleanup() at the end of the run, which tries again
+	p.keepDir = !clean // for cleanOwn() at the end of the run, which tries again
 	return err
 }
 

@@ -36,7 +36,7 @@ type proxyRow struct {
 
 // proxySection measures the proxy in both reach modes.
 func proxySection(ctx context.Context, e *env) (string, error) {
-	tmp, err := os.MkdirTemp("", tempPrefix+"load-")
+	tmp, err := mkTemp("load-")
 	if err != nil {
 		return "", err
 	}
