@@ -8,7 +8,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -42,57 +41,58 @@ func proxySection(ctx context.Context, e *env) (string, error) {
 	}
 	defer os.RemoveAll(tmp)
 	var rows []proxyRow
+	var sse []sseRow
 	for _, mode := range []string{"published", "address"} {
 		progress("reach = %q", mode)
-		r, err := proxyMode(ctx, e, tmp, mode)
+		r, s, err := proxyMode(ctx, e, tmp, mode)
 		if err != nil {
 			err = fmt.Errorf("reach = %q: %w", mode, err)
 			if len(rows) == 0 {
 				return "", err
 			}
-			return renderProxy(rows, e) + sseNote(e.root), err
+			return renderProxy(rows, e) + renderSSE(sse), err
 		}
-		rows = append(rows, r...)
+		rows, sse = append(rows, r...), append(sse, s...)
 	}
-	return renderProxy(rows, e) + sseNote(e.root), nil
+	return renderProxy(rows, e) + renderSSE(sse), nil
 }
 
-func proxyMode(ctx context.Context, e *env, tmp, mode string) (rows []proxyRow, err error) {
+func proxyMode(ctx context.Context, e *env, tmp, mode string) (rows []proxyRow, sse []sseRow, err error) {
 	p, err := startRunner(ctx, e.bin, runnerConfig(e.image, mode, "", pluginConf{"hello", "v1"}), runnerStartIn)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer func() {
 		if err = p.finish(err); err != nil {
-			rows = nil
+			rows, sse = nil, nil
 		}
 	}()
 	if err := waitAnswer(ctx, p.url("hello"), oldBody); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := sleep(ctx, idleSettle); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if rss, err := p.rss(); err == nil {
 		e.rss.add(fmt.Sprintf("idle, 1 plugin, reach = %q", mode), 1, rss, "")
 	} else {
-		return nil, err
+		return nil, nil, err
 	}
 
 	ids, err := p.containers(ctx, "hello")
 	if err != nil || len(ids) != 1 {
-		return nil, fmt.Errorf("the runner's hello container: %v %v", ids, err)
+		return nil, nil, fmt.Errorf("the runner's hello container: %v %v", ids, err)
 	}
 	direct, err := directAddr(ctx, ids[0], mode)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	type target struct{ name, base string }
 	targets := []target{{"direct", "http://" + direct + "/"}, {"runner", p.url("hello")}}
 	if e.tools.nginx != "" {
 		ng, err := startNginx(ctx, e.tools.nginx, direct)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		defer ng.stop()
 		targets = append(targets, target{"nginx", "http://" + ng.addr() + "/plugins/hello/"})
@@ -104,13 +104,13 @@ func proxyMode(ctx context.Context, e *env, tmp, mode string) (rows []proxyRow, 
 		for _, tr := range throughputRequests {
 			n, err := checkAnswer(ctx, t.base, tr.req)
 			if err != nil {
-				return nil, fmt.Errorf("%s %s: %w", t.name, tr.label, err)
+				return nil, nil, fmt.Errorf("%s %s: %w", t.name, tr.label, err)
 			}
 			answers[t.name+tr.label] = n
 		}
 		// Warm-up: connections, pools, caches.
 		if _, err := e.tools.load(ctx, tmp, t.base, throughputRequests[0].req, warmUp); err != nil {
-			return nil, fmt.Errorf("warm-up %s: %w", t.name, err)
+			return nil, nil, fmt.Errorf("warm-up %s: %w", t.name, err)
 		}
 	}
 	for _, tr := range throughputRequests {
@@ -119,7 +119,7 @@ func proxyMode(ctx context.Context, e *env, tmp, mode string) (rows []proxyRow, 
 			if t.name == "runner" {
 				pid, err := p.pid()
 				if err != nil {
-					return nil, err
+					return nil, nil, err
 				}
 				sampler = sampleRSS(pid)
 			}
@@ -129,13 +129,21 @@ func proxyMode(ctx context.Context, e *env, tmp, mode string) (rows []proxyRow, 
 				e.rss.loadPeak(mode, tr.label, peak)
 			}
 			if err != nil {
-				return nil, fmt.Errorf("%s %s: %w", t.name, tr.label, err)
+				return nil, nil, fmt.Errorf("%s %s: %w", t.name, tr.label, err)
 			}
 			progress("  %-6s %-40s %8.0f req/s  p50 %-9s p99 %-9s errors %d", t.name, tr.label, res.rps, ms(res.p50), ms(res.p99), res.errors)
 			rows = append(rows, proxyRow{mode: mode, request: tr.label, target: t.name, answer: answers[t.name+tr.label], res: res})
 		}
 	}
-	return rows, nil
+	for _, t := range targets {
+		res, err := sseTTFB(ctx, t.base, sseRequests)
+		if err != nil {
+			return nil, nil, fmt.Errorf("SSE %s: %w", t.name, err)
+		}
+		progress("  %-6s SSE time-to-first-byte  p50 %-9s p99 %-9s (whole stream p50 %s)", t.name, ms(res.p50), ms(res.p99), ms(res.whole))
+		sse = append(sse, sseRow{mode: mode, target: t.name, res: res})
+	}
+	return rows, sse, nil
 }
 
 const (
@@ -289,25 +297,6 @@ func size(n int) string {
 	default:
 		return fmt.Sprintf("%d B", n)
 	}
-}
-
-// sseNote says whether a streaming time-to-first-byte could be measured: only if an
-// example plugin streams server-sent events.
-func sseNote(root string) string {
-	files, _ := filepath.Glob(filepath.Join(root, "examples", "*", "*.go"))
-	var streaming []string
-	for _, f := range files {
-		if b, err := os.ReadFile(f); err == nil && bytes.Contains(b, []byte("text/event-stream")) {
-			streaming = append(streaming, filepath.Base(filepath.Dir(f)))
-		}
-	}
-	if len(streaming) == 0 {
-		return "\nStreaming (SSE) time-to-first-byte: **not measured** — no example plugin streams (none of\n" +
-			"`examples/*/*.go` serves `text/event-stream`), and this bench does not invent one.\n"
-	}
-	slices.Sort(streaming)
-	return fmt.Sprintf("\nStreaming (SSE) time-to-first-byte: **not measured yet** — example(s) %s serve\n`text/event-stream`; this bench does not drive them yet.\n",
-		strings.Join(slices.Compact(streaming), ", "))
 }
 
 // rssSampler polls a process's VmRSS and keeps the peak.
