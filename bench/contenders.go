@@ -21,7 +21,7 @@ const (
 // runnerStartFirst measures `runner up` with watch = true: the config edit replaces the
 // plugin start-first.
 func runnerStartFirst(ctx context.Context, bin, image, reach string) (*result, error) {
-	p, err := startRunner(ctx, bin, runnerConfig(image, reach, "", pluginConf{"hello", "v1"}), runnerStartIn)
+	p, err := startRunner(ctx, bin, runnerConfig(image, reach, "", pluginConf{name: "hello", greeting: "v1"}), runnerStartIn)
 	if err != nil {
 		return nil, err
 	}
@@ -37,7 +37,7 @@ func runnerStartFirst(ctx context.Context, bin, image, reach string) (*result, e
 		name := fmt.Sprintf("xcore runner, start-first (reach = %q)", reachOrDefault(reach))
 		var edit time.Time
 		res, err := measure(ctx, name, reachOrDefault(reach), url, newBody, func(context.Context) (time.Time, error) {
-			if err := writeAtomic(p.cfg, runnerConfig(image, reach, "", pluginConf{"hello", "v2"})); err != nil {
+			if err := writeAtomic(p.cfg, runnerConfig(image, reach, "", pluginConf{name: "hello", greeting: "v2"})); err != nil {
 				return time.Time{}, err
 			}
 			edit = time.Now()

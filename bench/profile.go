@@ -13,10 +13,11 @@ import (
 	"time"
 )
 
+var profileBenchtime = "3s" // -smoke: a count
+
 const (
-	profileBenchtime = "3s"
-	profileTimeout   = 3 * time.Minute
-	ourCode          = `xcore/runner/proxy|net/http/httputil|go-chi`
+	profileTimeout = 3 * time.Minute
+	ourCode        = `xcore/runner/proxy|net/http/httputil|go-chi`
 )
 
 // profileSection profiles the proxy's hot path once: BenchmarkProxyHandler in proxy/

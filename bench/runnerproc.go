@@ -16,8 +16,9 @@ import (
 )
 
 // pluginConf is one plugin block of a bench config: the hello image under a name.
+// startTimeout "" keeps the default.
 type pluginConf struct {
-	name, greeting string
+	name, greeting, startTimeout string
 }
 
 // runnerConfig renders a plugins.hcl: listen ("" = an ephemeral loopback port) and
@@ -34,6 +35,10 @@ func runnerConfig(image, reach, listen string, plugins ...pluginConf) string {
 	}
 	b.WriteString("}\n")
 	for _, p := range plugins {
+		start := ""
+		if p.startTimeout != "" {
+			start = fmt.Sprintf("    start_timeout = %q\n", p.startTimeout)
+		}
 		fmt.Fprintf(&b, `
 plugin %q {
   image = %q
@@ -43,9 +48,9 @@ plugin %q {
     health { path = "/healthz" }
     drain_timeout = "%s"
     stop_timeout  = "2s"
-  }
+%s  }
 }
-`, p.name, image, p.greeting, drainTimeout)
+`, p.name, image, p.greeting, drainTimeout, start)
 	}
 	return b.String()
 }
@@ -82,6 +87,7 @@ type runnerProc struct {
 	keepDir          bool          // leftovers not all removed: cleanOwn() tries again
 	logs             *[2]string    // stdout and stderr, kept when the temp dir goes
 	stopTook         time.Duration // SIGTERM → exit
+	exitIn           time.Duration // SIGTERM → exit bound; 0: runnerExitIn
 }
 
 // startRunner writes cfgText to a new temp dir and runs `bin up` there until it prints
@@ -304,14 +310,18 @@ func (p *runnerProc) stop() error {
 		}
 	}()
 	var err error
+	exitIn := p.exitIn
+	if exitIn == 0 {
+		exitIn = runnerExitIn
+	}
 	begin := time.Now()
 	_ = p.stopIn.Close()
 	select {
 	case <-p.exited:
-	case <-time.After(runnerExitIn):
+	case <-time.After(exitIn):
 		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
 		<-p.exited
-		err = fmt.Errorf("runner did not exit within %s of SIGTERM; killed", runnerExitIn)
+		err = fmt.Errorf("runner did not exit within %s of SIGTERM; killed", exitIn)
 	}
 	p.stopTook = time.Since(begin)
 	if p.exitErr != nil && err == nil {

@@ -100,7 +100,7 @@ func sseOnce(ctx context.Context, client *http.Client, url string) (first, all t
 	return first, all, nil
 }
 
-func renderSSE(rows []sseRow) string {
+func renderSSE(rows []sseRow, t *tools) string {
 	if len(rows) == 0 {
 		return ""
 	}
@@ -121,7 +121,7 @@ func renderSSE(rows []sseRow) string {
 			if d := find(r.mode, "direct"); d != nil {
 				vsDirect = ratio(float64(r.res.p50), float64(d.res.p50)) + "×"
 			}
-			vsNginx = "nginx not measured"
+			vsNginx = "skipped"
 			if n := find(r.mode, "nginx"); n != nil {
 				vsNginx = ratio(float64(r.res.p50), float64(n.res.p50)) + "×"
 			}
@@ -129,6 +129,9 @@ func renderSSE(rows []sseRow) string {
 		target := map[string]string{"direct": "direct", "runner": "**runner**", "nginx": "nginx"}[r.target]
 		fmt.Fprintf(&b, "| %s | %s | %d | %s | %s | %s | %s | %s | %s |\n", r.mode, target, r.res.requests,
 			ms(r.res.p50), ms(r.res.p99), ms(r.res.max), ms(r.res.whole), vsDirect, vsNginx)
+		if r.target == "runner" && t.nginx == "" {
+			fmt.Fprintf(&b, "| %s | nginx | skipped: %s | | | | | | |\n", r.mode, t.nginxSkip)
+		}
 	}
 	streamLen := time.Duration(sseEvents-1) * sseEvery
 	b.WriteString("\nGoals (issue 9's added-p99 goal applied to the first byte): the runner streams (TTFB p50 well under the stream's " +
@@ -145,7 +148,7 @@ func renderSSE(rows []sseRow) string {
 			addR, addN := r.res.p99-d.res.p99, n.res.p99-d.res.p99
 			line += fmt.Sprintf("; added TTFB p99 runner %s vs nginx %s (%s)", signedMS(addR), signedMS(addN), metOrMissed(addR <= addN))
 		case n == nil:
-			line += "; nginx not measured"
+			line += "; nginx skipped: " + t.nginxSkip
 		}
 		b.WriteString(line + ".\n")
 	}
