@@ -1,18 +1,26 @@
 // Command bench measures the xcore runner side by side with its anchors, in one run on
 // one machine, and reports ratios (issue 9). Sections:
 //
-//  1. Proxy throughput and latency (throughput.go): wrk -t2 -c32 -d8s --latency, keep-alive,
+//  1. Proxy throughput and latency (throughput.go): wrk -t2 -c32 -d5s --latency, keep-alive,
 //     to the hello plugin directly (published port, or container IP:8080), through the
 //     runner, and through an nginx of our own with upstream keepalive; in both reach modes;
-//     a 14-byte GET, a ~1 KiB GET and a 1 MiB POST echoed back.
+//     a 14-byte GET, a ~1 KiB GET and a 1 MiB POST echoed back. Then a streaming (SSE)
+//     response's time-to-first-byte (sse.go): 200 sequential GET /events (3 events, 5 ms
+//     apart) per target on one keep-alive connection.
 //  2. Replacement under load (replace.go, load.go, contenders.go): 8 clients while the
 //     plugin's config changes; the runner's start-first replacement vs a stop-first
 //     recreate on a fixed port.
 //  3. Config save → new generation serving (configsave.go), next to the floor: create +
 //     start + first 200 of the same image straight over the Engine API.
 //  4. Cold start of 10 and 50 plugins (coldstart.go) vs 8-way parallel raw runs.
-//  5. Runner RSS (VmRSS) idle with 1, 10 and 50 plugins and under the load of section 1.
-//  6. Where proxy time goes (profile.go): the top of a CPU profile of BenchmarkProxyHandler.
+//  5. Runner RSS (VmRSS) idle with 1, 10, 50 and 200 plugins and under the load of section 1.
+//  6. Many plugins (scale.go): a runner with 200 plugins (reach = "address") next to one
+//     with 1: the idle CPU of both (/proc/<pid>/stat) and throughput to one plugin of each
+//     in alternating rounds.
+//
+// Then where proxy time goes (profile.go): the top of a CPU profile of
+// BenchmarkProxyHandler. -smoke (smoke.go, `make bench-smoke`, part of `make test`) runs
+// every section at tiny scale in under a minute, as a test.
 //
 // Run it with `make bench` (builds bin/runner and the example images first, installs wrk
 // and nginx-light from Debian when missing), or `go run ./bench [-out bench/RESULTS.md]`
@@ -50,7 +58,7 @@ import (
 // so that a slow, shared host loses the end of one section rather than whole sections);
 // what is still running then is stopped and removed, within a bounded teardown
 // (runnerExitIn, the docker rm's minute). `make bench` stays under 10 minutes on 2 cores.
-var measureFor = 7*time.Minute + 45*time.Second
+var measureFor = 8*time.Minute + 45*time.Second
 
 // env is what every section gets.
 type env struct {
