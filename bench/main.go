@@ -181,13 +181,14 @@ func run() int {
 		t0 := time.Now()
 		sctx, cancel := context.WithTimeoutCause(ctx, s.budget, fmt.Errorf("over the section's %s budget", s.budget))
 		out, err := s.run(sctx, e)
+		serr := sctx.Err() // before cancel(), which would make every section look cancelled
 		cancel()
 		md.WriteString(out)
 		if err != nil {
 			// A section cut short by its budget or the run's bound reports what it
 			// measured (a partial table says so); only errors, an interrupt, or a
 			// section with nothing to show fail the run.
-			cut := errors.Is(sctx.Err(), context.DeadlineExceeded) // budget or run bound, not Ctrl-C
+			cut := errors.Is(serr, context.DeadlineExceeded) // budget or run bound, not Ctrl-C
 			var broken *promiseBroken
 			if out == "" || !cut || *smoke || errors.As(err, &broken) {
 				failed++
@@ -195,7 +196,7 @@ func run() int {
 			switch {
 			case ctx.Err() != nil:
 				err = fmt.Errorf("interrupted or over the run's %s bound: %w", measureFor, err)
-			case sctx.Err() != nil:
+			case serr != nil:
 				err = fmt.Errorf("%v: %w", context.Cause(sctx), err)
 			}
 			progress("%s: FAILED: %v", s.title, err)

@@ -361,6 +361,7 @@ func removeRunnerLeftovers(dir string) (found int, clean bool) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
+	network := "xcore-" + id
 	for attempt := range 4 {
 		if attempt > 0 {
 			time.Sleep(time.Second)
@@ -372,12 +373,15 @@ func removeRunnerLeftovers(dir string) (found int, clean bool) {
 		if len(ids) > 0 {
 			_, _ = docker(ctx, append([]string{"rm", "-f"}, ids...)...)
 		}
-		out, err := docker(ctx, "network", "ls", "-q", "--filter", "name=^xcore-"+id+"$")
+		out, err := docker(ctx, "network", "ls", "-q", "--filter", "name=^"+network+"$")
 		if err != nil {
 			continue
 		}
 		if out != "" {
-			if _, err := docker(ctx, "network", "rm", "xcore-"+id); err != nil {
+			if _, err := docker(ctx, "network", "rm", network); err != nil {
+				if staleEndpoints(ctx, network, id, err) {
+					return found, true
+				}
 				continue
 			}
 		}
@@ -387,4 +391,20 @@ func removeRunnerLeftovers(dir string) (found int, clean bool) {
 	}
 	progress("cleanup: the containers or network of runner %s are not all gone; trying again at the end", id)
 	return found, false
+}
+
+// staleEndpoints recognises a network the engine will not remove although no container is
+// on it ("has active endpoints" with no container left, moby/moby#42119: Docker 20.10 can
+// keep an endpoint of a container removed while it was being started). Retrying is
+// futile until dockerd restarts, so the bench says so once and lets the temp dir go.
+func staleEndpoints(ctx context.Context, network, runner string, rmErr error) bool {
+	if !strings.Contains(rmErr.Error(), "has active endpoints") {
+		return false
+	}
+	if len(dockerIDs(ctx, "network="+network)) > 0 || len(dockerIDs(ctx, "label=io.xcore.runner="+runner)) > 0 {
+		return false
+	}
+	progress("cleanup: network %s has no container left but the engine still counts endpoints on it "+
+		"(stale endpoints, moby/moby#42119); it cannot be removed until dockerd restarts: then `docker network rm %s`", network, network)
+	return true
 }
