@@ -10,12 +10,12 @@ import (
 	"time"
 )
 
-// Section 6: many plugins running. A runner with 1 plugin, then one with scaleSize
-// plugins, both with reach = "address" (no docker-proxy process per plugin: with
-// "published", 200 plugins would add 200 userland proxies to the host). Each: up → every
-// plugin answered 200, the runner's idle CPU over idleCPUFor (utime + stime from
-// /proc/<pid>/stat), its VmRSS, then proxy throughput to one plugin with the same load as
-// section 1.
+// Section 6: many plugins running. A runner with scaleSize plugins and one with 1, both
+// with reach = "address" (no docker-proxy process per plugin: with "published", 200
+// plugins would add 200 userland proxies to the host) and both kept up: up → every plugin
+// answered 200, the idle CPU of both over the same idleCPUFor (utime + stime from
+// /proc/<pid>/stat), their VmRSS, then proxy throughput to one plugin of each in
+// alternating rounds with the load of section 1 (see scaleSection).
 const (
 	scaleReach      = "address"
 	scaleStartAfter = "3m"            // the plugins' start_timeout: a slow engine is not a failed start
