@@ -114,7 +114,7 @@ func runnerCold(ctx context.Context, e *env, row *coldRow) (err error) {
 	n := row.n
 	plugins := make([]pluginConf, n)
 	for i := range plugins {
-		plugins[i] = pluginConf{fmt.Sprintf("hello-%02d", i+1), "c"}
+		plugins[i] = pluginConf{name: fmt.Sprintf("hello-%02d", i+1), greeting: "c"}
 	}
 	// A fixed port, so that the plugins can be polled from the exec on, before the
 	// `serving` line tells the address (the proxy listens before it starts plugins).

@@ -9,10 +9,9 @@ import (
 	"time"
 )
 
-const (
-	configEdits   = 10
-	oldGoneWithin = 30 * time.Second
-)
+const oldGoneWithin = 30 * time.Second
+
+var configEdits = 10 // -smoke: fewer
 
 // configSection: config save → new generation serving, over configEdits edits, each
 // followed by one floor run (create + start + first 200 of the same image), so that both
@@ -47,9 +46,9 @@ then measures one floor run: the same image with the same limits and hardening
 (sandbox/spec.go) and `+"`-p 127.0.0.1::8080`"+`, on Docker's default bridge, created, started and
 inspected over the Engine API (the calls `+"`docker create`/`docker start`"+` make, without the
 CLI's process start), timed to the first 200 at its published port (same 5 ms polling),
-then removed. Edits and floor runs alternate, so both see the same host. p95 of 10 runs is
-the nearest-rank value, i.e. the maximum.
-`, drainTimeout)
+then removed. Edits and floor runs alternate, so both see the same host. p95 is the
+nearest-rank value (of %d runs: the maximum).
+`, drainTimeout, len(edits))
 	return b.String(), err
 }
 
@@ -61,7 +60,7 @@ func configRuns(ctx context.Context, e *env, edits, floor *[]time.Duration) (err
 		return err
 	}
 	defer removeByLabel()
-	conf := func(g string) string { return runnerConfig(e.image, "", "", pluginConf{"hello", g}) }
+	conf := func(g string) string { return runnerConfig(e.image, "", "", pluginConf{name: "hello", greeting: g}) }
 	p, err := startRunner(ctx, e.bin, conf("e0"), runnerStartIn)
 	if err != nil {
 		return err

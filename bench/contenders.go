@@ -11,8 +11,6 @@ import (
 )
 
 const (
-	benchLabel    = "io.xcore.bench=1"
-	tempPrefix    = "xcore-bench-"
 	oldBody       = "v1 from hello\n"
 	newBody       = "v2 from hello\n"
 	runnerStartIn = 90 * time.Second // runner up → "serving" line
@@ -23,7 +21,7 @@ const (
 // runnerStartFirst measures `runner up` with watch = true: the config edit replaces the
 // plugin start-first.
 func runnerStartFirst(ctx context.Context, bin, image, reach string) (*result, error) {
-	p, err := startRunner(ctx, bin, runnerConfig(image, reach, "", pluginConf{"hello", "v1"}), runnerStartIn)
+	p, err := startRunner(ctx, bin, runnerConfig(image, reach, "", pluginConf{name: "hello", greeting: "v1"}), runnerStartIn)
 	if err != nil {
 		return nil, err
 	}
@@ -39,7 +37,7 @@ func runnerStartFirst(ctx context.Context, bin, image, reach string) (*result, e
 		name := fmt.Sprintf("xcore runner, start-first (reach = %q)", reachOrDefault(reach))
 		var edit time.Time
 		res, err := measure(ctx, name, reachOrDefault(reach), url, newBody, func(context.Context) (time.Time, error) {
-			if err := writeAtomic(p.cfg, runnerConfig(image, reach, "", pluginConf{"hello", "v2"})); err != nil {
+			if err := writeAtomic(p.cfg, runnerConfig(image, reach, "", pluginConf{name: "hello", greeting: "v2"})); err != nil {
 				return time.Time{}, err
 			}
 			edit = time.Now()
@@ -96,7 +94,7 @@ func stopFirst(ctx context.Context, image string) (*result, error) {
 	}
 	defer removeByLabel()
 	run := func(ctx context.Context, greeting string) (string, error) {
-		return docker(ctx, "run", "-d", "--label", benchLabel,
+		return docker(ctx, "run", "-d", "--label", benchLabel(),
 			"-e", "GREETING="+greeting, "-e", "PORT=8080", "-e", "XCORE_PLUGIN=hello",
 			"-p", "127.0.0.1:"+strconv.Itoa(port)+":8080", image)
 	}

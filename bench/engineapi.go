@@ -79,7 +79,7 @@ func (a *engineAPI) do(ctx context.Context, method, path string, in, out any) er
 
 // rawRun creates and starts a hello container with the runner's limits and hardening
 // (sandbox/spec.go), published on an ephemeral 127.0.0.1 port like `docker run -d -p
-// 127.0.0.1::8080`, on Docker's default bridge, labelled io.xcore.bench=1. It returns the
+// 127.0.0.1::8080`, on Docker's default bridge, labelled io.xcore.bench=<run id>. It returns the
 // container id and its published host:port.
 func (a *engineAPI) rawRun(ctx context.Context, image, name, greeting string) (string, string, error) {
 	const mem = 256 << 20
@@ -87,7 +87,7 @@ func (a *engineAPI) rawRun(ctx context.Context, image, name, greeting string) (s
 		"Image":        image,
 		"Env":          []string{"PORT=8080", "XCORE_PLUGIN=" + name, "XCORE_PREFIX=/plugins/" + name, "GREETING=" + greeting},
 		"User":         "65532:65532",
-		"Labels":       map[string]string{strings.Split(benchLabel, "=")[0]: "1"},
+		"Labels":       map[string]string{benchLabelKey: runID},
 		"ExposedPorts": map[string]any{"8080/tcp": map[string]any{}},
 		"HostConfig": map[string]any{
 			"NanoCpus": 1e9, "Memory": mem, "MemorySwap": mem, "PidsLimit": 256,

@@ -17,16 +17,20 @@ import (
 const (
 	clients          = 8
 	clientTimeout    = 10 * time.Second
-	maxPerClient     = 100_000 // requests per client, the count bound
-	minLoad          = 6 * time.Second
-	triggerAfter     = 1500 * time.Millisecond
-	newServingFor    = time.Second      // keep loading this long after the first new answer
+	maxPerClient     = 100_000          // requests per client, the count bound
 	maxLoad          = 40 * time.Second // the time bound: no new version by then is an error
 	pollNewVersion   = 20 * time.Millisecond
 	firstErrsToKeep  = 3
 	latencyPrealloc  = 16 << 10
 	bodyLimit        = 1 << 16
 	idleConnsPerHost = clients
+)
+
+// Timing of a replacement run (-smoke: shorter).
+var (
+	minLoad       = 6 * time.Second
+	triggerAfter  = 1500 * time.Millisecond
+	newServingFor = time.Second // keep loading this long after the first new answer
 )
 
 // clientStats is what one client saw; merged after the run.

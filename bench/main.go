@@ -1,28 +1,40 @@
 // Command bench measures the xcore runner side by side with its anchors, in one run on
 // one machine, and reports ratios (issue 9). Sections:
 //
-//  1. Proxy throughput and latency (throughput.go): wrk -t2 -c32 -d8s --latency, keep-alive,
+//  1. Proxy throughput and latency (throughput.go): wrk -t2 -c32 -d5s --latency, keep-alive,
 //     to the hello plugin directly (published port, or container IP:8080), through the
 //     runner, and through an nginx of our own with upstream keepalive; in both reach modes;
-//     a 14-byte GET, a ~1 KiB GET and a 1 MiB POST echoed back.
+//     a 14-byte GET, a ~1 KiB GET and a 1 MiB POST echoed back. Then a streaming (SSE)
+//     response's time-to-first-byte (sse.go): 200 sequential GET /events (3 events, 5 ms
+//     apart) per target on one keep-alive connection.
 //  2. Replacement under load (replace.go, load.go, contenders.go): 8 clients while the
 //     plugin's config changes; the runner's start-first replacement vs a stop-first
 //     recreate on a fixed port.
 //  3. Config save → new generation serving (configsave.go), next to the floor: create +
 //     start + first 200 of the same image straight over the Engine API.
 //  4. Cold start of 10 and 50 plugins (coldstart.go) vs 8-way parallel raw runs.
-//  5. Runner RSS (VmRSS) idle with 1, 10 and 50 plugins and under the load of section 1.
-//  6. Where proxy time goes (profile.go): the top of a CPU profile of BenchmarkProxyHandler.
+//  5. Runner RSS (VmRSS) idle with 1, 10, 50 and 200 plugins and under the load of section 1.
+//  6. Many plugins (scale.go): a runner with 200 plugins (reach = "address") next to one
+//     with 1: the idle CPU of both (/proc/<pid>/stat) and throughput to one plugin of each
+//     in alternating rounds.
+//
+// Then where proxy time goes (profile.go): the top of a CPU profile of
+// BenchmarkProxyHandler. -smoke (smoke.go, `make bench-smoke`, part of `make test`) runs
+// every section at tiny scale in under a minute, as a test.
 //
 // Run it with `make bench` (builds bin/runner and the example images first, installs wrk
 // and nginx-light from Debian when missing), or `go run ./bench [-out bench/RESULTS.md]`
 // from the module root. It prints the markdown on stdout, progress on stderr, and with
 // -out also writes it to the file. Traffic goes to 127.0.0.1 and to the bench's own
 // containers only; every load is bounded in count and time, each section by a budget and
-// the whole run by measureFor plus a bounded teardown. Containers it runs itself carry the label io.xcore.bench=1; they, the
-// runners' containers and networks, the nginx processes and the temp dirs are removed at
-// the end, also on error or Ctrl-C, and leftovers of an interrupted run at the start. Do not
-// run two benches at once: each removes the other's leftovers.
+// the whole run by measureFor plus a bounded teardown.
+//
+// Two benches may run at once (owner.go): containers the bench runs itself carry the
+// label io.xcore.bench=<run id> (its pid and process start time), and its temp dirs (the
+// runners' state dirs, nginx's) are under $TMPDIR/xcore-bench-run-<run id>. At the end,
+// also on error or Ctrl-C, it removes its own containers, its runners' containers and
+// networks, its nginx processes and temp dirs; at the start, those of benches whose
+// process is gone, and nothing of a bench that still runs.
 package main
 
 import (
@@ -46,7 +58,7 @@ import (
 // so that a slow, shared host loses the end of one section rather than whole sections);
 // what is still running then is stopped and removed, within a bounded teardown
 // (runnerExitIn, the docker rm's minute). `make bench` stays under 10 minutes on 2 cores.
-const measureFor = 7*time.Minute + 45*time.Second
+var measureFor = 8*time.Minute + 45*time.Second
 
 // env is what every section gets.
 type env struct {
@@ -77,7 +89,10 @@ func run() int {
 	bin := flag.String("runner", "bin/runner", "the runner `binary`")
 	image := flag.String("image", "xcore-examples/hello:latest", "the hello example `image`")
 	loadgen := flag.String("loadgen", "auto", "load generator: auto (wrk when installed), wrk, or go")
-	loadFor := flag.Duration("d", 8*time.Second, "`duration` of each throughput run")
+	loadFor := flag.Duration("d", 5*time.Second, "`duration` of each throughput run")
+	useNginx := flag.Bool("nginx", true, "measure nginx rows when nginx is installed (false: skip them)")
+	smoke := flag.Bool("smoke", false, "smoke run (make bench-smoke, CI): every section at tiny scale, under a minute; "+
+		"fails when a section fails or a request fails during a start-first replacement; -out must not be RESULTS.md")
 	flag.Func("cold", "comma-separated plugin `counts` of the cold start section (default 10,50)", func(v string) error {
 		coldSizes = nil
 		for _, f := range strings.Split(v, ",") {
@@ -89,16 +104,33 @@ func run() int {
 		}
 		return nil
 	})
-	only := flag.String("only", "", "comma-separated `sections` to run (proxy,replace,config,cold,profile); default all")
+	flag.IntVar(&scaleSize, "scale", scaleSize, "plugin `count` of the many-plugins section (2…500)")
+	only := flag.String("only", "", "comma-separated `sections` to run (proxy,replace,config,cold,scale,profile); default all")
 	flag.Parse()
+	if scaleSize < 2 || scaleSize > 500 {
+		return fail(fmt.Errorf("-scale %d: want 2…500", scaleSize))
+	}
+	budget := func(full time.Duration) time.Duration { return full }
+	if *smoke {
+		if *out != "" && filepath.Base(*out) == "RESULTS.md" {
+			return fail(errors.New("-smoke: its figures are not results; do not write them to RESULTS.md"))
+		}
+		set := map[string]bool{}
+		flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		smokeScale(set, loadgen, loadFor)
+		budget = func(time.Duration) time.Duration { return smokeBudget }
+	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), measureFor)
 	defer cancel()
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	cleanup()
-	defer cleanup()
+	if err := initRun(); err != nil {
+		return fail(err)
+	}
+	cleanupStale()
+	defer cleanOwn()
 
 	engine, err := preflight(ctx, *bin, *image)
 	if err != nil {
@@ -108,7 +140,7 @@ func run() int {
 	if e.bin, err = filepath.Abs(*bin); err != nil { // the runners run in temp dirs
 		return fail(err)
 	}
-	if e.tools, err = findTools(*loadgen); err != nil {
+	if e.tools, err = findTools(*loadgen, *useNginx); err != nil {
 		return fail(err)
 	}
 	if e.root, err = moduleRoot(); err != nil {
@@ -118,16 +150,19 @@ func run() int {
 	loadAvg := loadAverage()
 
 	// Run order: the profile first (CPU only, leaves nothing behind), then the document's
-	// order; the RSS table is filled by sections 1 and 4.
+	// order; the RSS table is filled by sections 1, 4 and 6, so it comes last. The budgets
+	// add up to more than measureFor: a section that ends early leaves its time to the
+	// next ones, and a slow host loses the end of the run, not every section's end.
 	sections := []section{
-		{"profile", "Where proxy time goes", time.Minute, profileSection},
-		{"proxy", "1. Proxy throughput and latency", 210 * time.Second, proxySection},
-		{"replace", "2. Replacement under load", 75 * time.Second, replaceSection},
-		{"config", "3. Config save → new generation serving", 90 * time.Second, configSection},
-		{"cold", "4. Cold start", 235 * time.Second, coldSection},
+		{"profile", "Where proxy time goes", budget(time.Minute), profileSection},
+		{"proxy", "1. Proxy throughput and latency", budget(170 * time.Second), proxySection},
+		{"replace", "2. Replacement under load", budget(75 * time.Second), replaceSection},
+		{"config", "3. Config save → new generation serving", budget(90 * time.Second), configSection},
+		{"cold", "4. Cold start", budget(220 * time.Second), coldSection},
+		{"scale", "6. Many plugins: the route table and idle CPU", budget(150 * time.Second), scaleSection},
 		{"rss", "5. Runner memory (VmRSS)", time.Second, func(context.Context, *env) (string, error) { return e.rss.render(), nil }},
 	}
-	docOrder := []string{"proxy", "replace", "config", "cold", "rss", "profile"}
+	docOrder := []string{"proxy", "replace", "config", "cold", "rss", "scale", "profile"}
 	parts := map[string]string{}
 	failed := 0
 	for _, s := range sections {
@@ -146,26 +181,31 @@ func run() int {
 		t0 := time.Now()
 		sctx, cancel := context.WithTimeoutCause(ctx, s.budget, fmt.Errorf("over the section's %s budget", s.budget))
 		out, err := s.run(sctx, e)
+		serr := sctx.Err() // before cancel(), which would make every section look cancelled
 		cancel()
 		md.WriteString(out)
 		if err != nil {
 			// A section cut short by its budget or the run's bound reports what it
 			// measured (a partial table says so); only errors, an interrupt, or a
 			// section with nothing to show fail the run.
-			cut := errors.Is(sctx.Err(), context.DeadlineExceeded) // budget or run bound, not Ctrl-C
-			if out == "" || !cut {
+			cut := errors.Is(serr, context.DeadlineExceeded) // budget or run bound, not Ctrl-C
+			var broken *promiseBroken
+			if out == "" || !cut || *smoke || errors.As(err, &broken) {
 				failed++
 			}
 			switch {
 			case ctx.Err() != nil:
 				err = fmt.Errorf("interrupted or over the run's %s bound: %w", measureFor, err)
-			case sctx.Err() != nil:
+			case serr != nil:
 				err = fmt.Errorf("%v: %w", context.Cause(sctx), err)
 			}
 			progress("%s: FAILED: %v", s.title, err)
 			first, _, _ := strings.Cut(err.Error(), "\n")
 			what := "Not measured"
-			if out != "" {
+			switch {
+			case errors.As(err, new(*promiseBroken)):
+				what = "Failed"
+			case out != "":
 				what = "Incomplete"
 			}
 			fmt.Fprintf(&md, "\n**%s:** `%s`\n", what, first)
@@ -182,7 +222,7 @@ func run() int {
 		budgets = append(budgets, fmt.Sprintf("%s %s", s.key, s.budget))
 	}
 	loadAvg += " before, " + loadAverage() + " after"
-	doc := header(engine, e.tools, loadAvg, strings.Join(budgets, ", "), time.Since(begin)) + body.String()
+	doc := header(engine, e.tools, loadAvg, strings.Join(budgets, ", "), time.Since(begin), *smoke) + body.String()
 	fmt.Print(doc)
 	if *out != "" {
 		if err := os.WriteFile(*out, []byte(doc), 0o644); err != nil {
@@ -191,6 +231,9 @@ func run() int {
 		progress("wrote %s", *out)
 	}
 	progress("done in %s", time.Since(begin).Round(time.Second))
+	if *smoke && time.Since(begin) > smokeGoal {
+		progress("WARNING: the smoke run took %s, over its goal of %s", time.Since(begin).Round(time.Second), smokeGoal)
+	}
 	if failed > 0 {
 		fmt.Fprintf(os.Stderr, "bench: FAILED: %d section(s) failed (see above)\n", failed)
 		return 1
@@ -257,37 +300,6 @@ func dockerIDs(ctx context.Context, filter string) []string {
 	return strings.Fields(out)
 }
 
-// removeByLabel removes every container labelled io.xcore.bench=1.
-func removeByLabel() {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	if ids := dockerIDs(ctx, "label="+benchLabel); len(ids) > 0 {
-		if _, err := docker(ctx, append([]string{"rm", "-f"}, ids...)...); err != nil {
-			progress("cleanup: %v", err)
-		}
-	}
-}
-
-// cleanup removes the bench's containers, and the temp dirs of an earlier, interrupted
-// bench with whatever was started from them (a runner's containers and network, an
-// nginx).
-func cleanup() {
-	removeByLabel()
-	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), tempPrefix+"*"))
-	for _, dir := range dirs {
-		n, clean := removeRunnerLeftovers(dir)
-		if n > 0 {
-			progress("cleanup: removed %d container(s) of an interrupted runner (%s)", n, dir)
-		}
-		stopStaleNginx(dir)
-		if clean {
-			_ = os.RemoveAll(dir)
-		} else {
-			progress("cleanup: kept %s: a runner's containers or network could not be removed; the next run tries again", dir)
-		}
-	}
-}
-
 func loadAverage() string {
 	b, err := os.ReadFile("/proc/loadavg")
 	if err != nil {
@@ -300,13 +312,16 @@ func loadAverage() string {
 	return strings.Join(f[:3], " ")
 }
 
-func header(engine string, t *tools, loadAvg, budgets string, took time.Duration) string {
+func header(engine string, t *tools, loadAvg, budgets string, took time.Duration, smoke bool) string {
 	nproc := fmt.Sprint(runtime.NumCPU())
 	if b, err := exec.Command("nproc").Output(); err == nil {
 		nproc = strings.TrimSpace(string(b))
 	}
-	return fmt.Sprintf(`# Benchmarks: the runner side by side with its anchors
-
+	title := "# Benchmarks: the runner side by side with its anchors\n"
+	if smoke {
+		title = "# Bench SMOKE run: every section at tiny scale — these figures are not results\n"
+	}
+	return title + fmt.Sprintf(`
 - date: %s (run took %s)
 - nproc: %s, Go: %s, Docker Engine: %s
 - load generator: %s; nginx: %s

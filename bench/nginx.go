@@ -57,7 +57,7 @@ type nginxProc struct {
 // startNginx runs nginx in the foreground (its own process group, config, pid and logs in
 // a temp dir of its own) as a reverse proxy of /plugins/hello/ to upstream (host:port).
 func startNginx(ctx context.Context, bin, upstream string) (*nginxProc, error) {
-	dir, err := os.MkdirTemp("", tempPrefix+"nginx-")
+	dir, err := mkTemp("nginx-")
 	if err != nil {
 		return nil, err
 	}

@@ -13,10 +13,11 @@ import (
 	"time"
 )
 
+var profileBenchtime = "3s" // -smoke: a count
+
 const (
-	profileBenchtime = "3s"
-	profileTimeout   = 3 * time.Minute
-	ourCode          = `xcore/runner/proxy|net/http/httputil|go-chi`
+	profileTimeout = 3 * time.Minute
+	ourCode        = `xcore/runner/proxy|net/http/httputil|go-chi`
 )
 
 // profileSection profiles the proxy's hot path once: BenchmarkProxyHandler in proxy/
@@ -25,7 +26,7 @@ const (
 func profileSection(ctx context.Context, e *env) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, profileTimeout)
 	defer cancel()
-	tmp, err := os.MkdirTemp("", tempPrefix+"prof-")
+	tmp, err := mkTemp("prof-")
 	if err != nil {
 		return "", err
 	}

@@ -49,6 +49,16 @@ func replaceSection(ctx context.Context, e *env) (string, error) {
 		}
 		results = append(results, r)
 	}
+	var broken []string
+	for _, r := range results[:len(results)-1] { // the runner's contenders
+		if r.failed > 0 {
+			broken = append(broken, fmt.Sprintf("%s: %d failed request(s), e.g. %q", r.name, r.failed, r.errs))
+		}
+	}
+	var err error
+	if len(broken) > 0 {
+		err = brokenf("requests failed during a start-first replacement: %s", strings.Join(broken, "; "))
+	}
 	return renderReplace(results) + fmt.Sprintf(`
 %d keep-alive clients, each a loop of GET with a %s timeout (a transport error or a non-200
 is a failure), ~%s of load per contender; the plugin's GREETING changes v1 → v2 %s in; the
@@ -56,7 +66,7 @@ load goes on until v2 has answered for %s. Latencies are over all requests, fail
 included. "edit→new version serving" runs from the config rewrite (runner) or from the
 start of `+"`docker stop`"+` (stop-first) to the first completed v2 answer. Goal (issue 9): 0
 failed requests during a replacement.
-`, clients, clientTimeout, minLoad, triggerAfter, newServingFor), nil
+`, clients, clientTimeout, minLoad, triggerAfter, newServingFor), err
 }
 
 func renderReplace(rs []*result) string {

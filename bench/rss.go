@@ -66,7 +66,7 @@ func (t *rssTable) render() string {
 	}
 	rows = append(rows, more...)
 	if len(rows) == 0 {
-		return "Not measured: the sections that read it (1 and 4) did not run.\n"
+		return "Not measured: the sections that read it (1, 4 and 6) did not run.\n"
 	}
 	var b strings.Builder
 	b.WriteString("| runner | plugins | VmRSS | note |\n|---|---:|---:|---|\n")
@@ -80,10 +80,10 @@ func (t *rssTable) render() string {
 	b.WriteString(goal)
 	fmt.Fprintf(&b, `
 VmRSS of the runner process from /proc/<pid>/status: idle readings %s after the last
-request (1 plugin: after the first 200; 10 and 50 plugins: after every plugin answered
-200, section 4); under load, the peak of readings every 100 ms during the runner's load
-runs of section 1. Docker's docker-proxy processes (one per published port) are not
-counted here.
-`, idleSettle)
+request (1 plugin: after the first 200, section 1; more plugins: after every plugin
+answered 200, sections 4 and 6 — in section 6 after a further %s of idle CPU reading);
+under load, the peak of readings every 100 ms during the runner's load runs of section 1.
+Docker's docker-proxy processes (one per published port) are not counted here.
+`, idleSettle, idleCPUFor)
 	return b.String()
 }

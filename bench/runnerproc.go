@@ -16,8 +16,9 @@ import (
 )
 
 // pluginConf is one plugin block of a bench config: the hello image under a name.
+// startTimeout "" keeps the default.
 type pluginConf struct {
-	name, greeting string
+	name, greeting, startTimeout string
 }
 
 // runnerConfig renders a plugins.hcl: listen ("" = an ephemeral loopback port) and
@@ -34,6 +35,10 @@ func runnerConfig(image, reach, listen string, plugins ...pluginConf) string {
 	}
 	b.WriteString("}\n")
 	for _, p := range plugins {
+		start := ""
+		if p.startTimeout != "" {
+			start = fmt.Sprintf("    start_timeout = %q\n", p.startTimeout)
+		}
 		fmt.Fprintf(&b, `
 plugin %q {
   image = %q
@@ -43,9 +48,9 @@ plugin %q {
     health { path = "/healthz" }
     drain_timeout = "%s"
     stop_timeout  = "2s"
-  }
+%s  }
 }
-`, p.name, image, p.greeting, drainTimeout)
+`, p.name, image, p.greeting, drainTimeout, start)
 	}
 	return b.String()
 }
@@ -79,9 +84,10 @@ type runnerProc struct {
 	addr             string    // the proxy's host:port
 	ready, total     int       // from the `serving` line
 	stopped          bool
-	keepDir          bool          // leftovers not all removed: cleanup() tries again
+	keepDir          bool          // leftovers not all removed: cleanOwn() tries again
 	logs             *[2]string    // stdout and stderr, kept when the temp dir goes
 	stopTook         time.Duration // SIGTERM → exit
+	exitIn           time.Duration // SIGTERM → exit bound; 0: runnerExitIn
 }
 
 // startRunner writes cfgText to a new temp dir and runs `bin up` there until it prints
@@ -101,7 +107,7 @@ func startRunner(ctx context.Context, bin, cfgText string, within time.Duration)
 // spawnRunner writes cfgText to a new temp dir and starts `bin up` there. On error
 // everything is removed.
 func spawnRunner(bin, cfgText string) (*runnerProc, error) {
-	dir, err := os.MkdirTemp("", tempPrefix)
+	dir, err := mkTemp("runner-")
 	if err != nil {
 		return nil, err
 	}
@@ -304,14 +310,18 @@ func (p *runnerProc) stop() error {
 		}
 	}()
 	var err error
+	exitIn := p.exitIn
+	if exitIn == 0 {
+		exitIn = runnerExitIn
+	}
 	begin := time.Now()
 	_ = p.stopIn.Close()
 	select {
 	case <-p.exited:
-	case <-time.After(runnerExitIn):
+	case <-time.After(exitIn):
 		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
 		<-p.exited
-		err = fmt.Errorf("runner did not exit within %s of SIGTERM; killed", runnerExitIn)
+		err = fmt.Errorf("runner did not exit within %s of SIGTERM; killed", exitIn)
 	}
 	p.stopTook = time.Since(begin)
 	if p.exitErr != nil && err == nil {
@@ -321,7 +331,7 @@ func (p *runnerProc) stop() error {
 	if left > 0 && err == nil {
 		err = fmt.Errorf("runner left %d container(s) behind after SIGTERM (removed now)", left)
 	}
-	p.keepDir = !clean // for cleanup() at the end of the run, which tries again
+	p.keepDir = !clean // for cleanOwn() at the end of the run, which tries again
 	return err
 }
 
@@ -351,6 +361,7 @@ func removeRunnerLeftovers(dir string) (found int, clean bool) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
+	network := "xcore-" + id
 	for attempt := range 4 {
 		if attempt > 0 {
 			time.Sleep(time.Second)
@@ -362,12 +373,15 @@ func removeRunnerLeftovers(dir string) (found int, clean bool) {
 		if len(ids) > 0 {
 			_, _ = docker(ctx, append([]string{"rm", "-f"}, ids...)...)
 		}
-		out, err := docker(ctx, "network", "ls", "-q", "--filter", "name=^xcore-"+id+"$")
+		out, err := docker(ctx, "network", "ls", "-q", "--filter", "name=^"+network+"$")
 		if err != nil {
 			continue
 		}
 		if out != "" {
-			if _, err := docker(ctx, "network", "rm", "xcore-"+id); err != nil {
+			if _, err := docker(ctx, "network", "rm", network); err != nil {
+				if staleEndpoints(ctx, network, id, err) {
+					return found, true
+				}
 				continue
 			}
 		}
@@ -377,4 +391,20 @@ func removeRunnerLeftovers(dir string) (found int, clean bool) {
 	}
 	progress("cleanup: the containers or network of runner %s are not all gone; trying again at the end", id)
 	return found, false
+}
+
+// staleEndpoints recognises a network the engine will not remove although no container is
+// on it ("has active endpoints" with no container left, moby/moby#42119: Docker 20.10 can
+// keep an endpoint of a container removed while it was being started). Retrying is
+// futile until dockerd restarts, so the bench says so once and lets the temp dir go.
+func staleEndpoints(ctx context.Context, network, runner string, rmErr error) bool {
+	if !strings.Contains(rmErr.Error(), "has active endpoints") {
+		return false
+	}
+	if len(dockerIDs(ctx, "network="+network)) > 0 || len(dockerIDs(ctx, "label=io.xcore.runner="+runner)) > 0 {
+		return false
+	}
+	progress("cleanup: network %s has no container left but the engine still counts endpoints on it "+
+		"(stale endpoints, moby/moby#42119); it cannot be removed until dockerd restarts: then `docker network rm %s`", network, network)
+	return true
 }

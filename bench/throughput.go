@@ -8,7 +8,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -36,63 +35,64 @@ type proxyRow struct {
 
 // proxySection measures the proxy in both reach modes.
 func proxySection(ctx context.Context, e *env) (string, error) {
-	tmp, err := os.MkdirTemp("", tempPrefix+"load-")
+	tmp, err := mkTemp("load-")
 	if err != nil {
 		return "", err
 	}
 	defer os.RemoveAll(tmp)
 	var rows []proxyRow
+	var sse []sseRow
 	for _, mode := range []string{"published", "address"} {
 		progress("reach = %q", mode)
-		r, err := proxyMode(ctx, e, tmp, mode)
+		r, s, err := proxyMode(ctx, e, tmp, mode)
 		if err != nil {
 			err = fmt.Errorf("reach = %q: %w", mode, err)
 			if len(rows) == 0 {
 				return "", err
 			}
-			return renderProxy(rows, e) + sseNote(e.root), err
+			return renderProxy(rows, e) + renderSSE(sse, e.tools), err
 		}
-		rows = append(rows, r...)
+		rows, sse = append(rows, r...), append(sse, s...)
 	}
-	return renderProxy(rows, e) + sseNote(e.root), nil
+	return renderProxy(rows, e) + renderSSE(sse, e.tools), nil
 }
 
-func proxyMode(ctx context.Context, e *env, tmp, mode string) (rows []proxyRow, err error) {
-	p, err := startRunner(ctx, e.bin, runnerConfig(e.image, mode, "", pluginConf{"hello", "v1"}), runnerStartIn)
+func proxyMode(ctx context.Context, e *env, tmp, mode string) (rows []proxyRow, sse []sseRow, err error) {
+	p, err := startRunner(ctx, e.bin, runnerConfig(e.image, mode, "", pluginConf{name: "hello", greeting: "v1"}), runnerStartIn)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer func() {
 		if err = p.finish(err); err != nil {
-			rows = nil
+			rows, sse = nil, nil
 		}
 	}()
 	if err := waitAnswer(ctx, p.url("hello"), oldBody); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := sleep(ctx, idleSettle); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if rss, err := p.rss(); err == nil {
 		e.rss.add(fmt.Sprintf("idle, 1 plugin, reach = %q", mode), 1, rss, "")
 	} else {
-		return nil, err
+		return nil, nil, err
 	}
 
 	ids, err := p.containers(ctx, "hello")
 	if err != nil || len(ids) != 1 {
-		return nil, fmt.Errorf("the runner's hello container: %v %v", ids, err)
+		return nil, nil, fmt.Errorf("the runner's hello container: %v %v", ids, err)
 	}
 	direct, err := directAddr(ctx, ids[0], mode)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	type target struct{ name, base string }
 	targets := []target{{"direct", "http://" + direct + "/"}, {"runner", p.url("hello")}}
 	if e.tools.nginx != "" {
 		ng, err := startNginx(ctx, e.tools.nginx, direct)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		defer ng.stop()
 		targets = append(targets, target{"nginx", "http://" + ng.addr() + "/plugins/hello/"})
@@ -104,13 +104,13 @@ func proxyMode(ctx context.Context, e *env, tmp, mode string) (rows []proxyRow, 
 		for _, tr := range throughputRequests {
 			n, err := checkAnswer(ctx, t.base, tr.req)
 			if err != nil {
-				return nil, fmt.Errorf("%s %s: %w", t.name, tr.label, err)
+				return nil, nil, fmt.Errorf("%s %s: %w", t.name, tr.label, err)
 			}
 			answers[t.name+tr.label] = n
 		}
 		// Warm-up: connections, pools, caches.
 		if _, err := e.tools.load(ctx, tmp, t.base, throughputRequests[0].req, warmUp); err != nil {
-			return nil, fmt.Errorf("warm-up %s: %w", t.name, err)
+			return nil, nil, fmt.Errorf("warm-up %s: %w", t.name, err)
 		}
 	}
 	for _, tr := range throughputRequests {
@@ -119,7 +119,7 @@ func proxyMode(ctx context.Context, e *env, tmp, mode string) (rows []proxyRow, 
 			if t.name == "runner" {
 				pid, err := p.pid()
 				if err != nil {
-					return nil, err
+					return nil, nil, err
 				}
 				sampler = sampleRSS(pid)
 			}
@@ -129,16 +129,25 @@ func proxyMode(ctx context.Context, e *env, tmp, mode string) (rows []proxyRow, 
 				e.rss.loadPeak(mode, tr.label, peak)
 			}
 			if err != nil {
-				return nil, fmt.Errorf("%s %s: %w", t.name, tr.label, err)
+				return nil, nil, fmt.Errorf("%s %s: %w", t.name, tr.label, err)
 			}
 			progress("  %-6s %-40s %8.0f req/s  p50 %-9s p99 %-9s errors %d", t.name, tr.label, res.rps, ms(res.p50), ms(res.p99), res.errors)
 			rows = append(rows, proxyRow{mode: mode, request: tr.label, target: t.name, answer: answers[t.name+tr.label], res: res})
 		}
 	}
-	return rows, nil
+	for _, t := range targets {
+		res, err := sseTTFB(ctx, t.base, sseRequests)
+		if err != nil {
+			return nil, nil, fmt.Errorf("SSE %s: %w", t.name, err)
+		}
+		progress("  %-6s SSE time-to-first-byte  p50 %-9s p99 %-9s (whole stream p50 %s)", t.name, ms(res.p50), ms(res.p99), ms(res.whole))
+		sse = append(sse, sseRow{mode: mode, target: t.name, res: res})
+	}
+	return rows, sse, nil
 }
 
-const (
+// -smoke: shorter.
+var (
 	warmUp     = time.Second
 	idleSettle = 2 * time.Second // after the last request, before an idle RSS reading
 )
@@ -225,7 +234,7 @@ func renderProxy(rows []proxyRow, e *env) string {
 			if d := find(r.mode, r.request, "direct"); d != nil {
 				vsDirect = ratio(r.res.rps, d.res.rps) + "×"
 			}
-			vsNginx = "not measured"
+			vsNginx = "skipped"
 			if n := find(r.mode, r.request, "nginx"); n != nil {
 				vsNginx = ratio(r.res.rps, n.res.rps) + "×"
 			}
@@ -233,6 +242,9 @@ func renderProxy(rows []proxyRow, e *env) string {
 		target := map[string]string{"direct": "direct", "runner": "**runner**", "nginx": "nginx"}[r.target]
 		fmt.Fprintf(&b, "| %s | %s | %s | %s | %.0f | %s | %s | %s | %s | %d |\n", r.mode, r.request, target,
 			size(r.answer), r.res.rps, ms(r.res.p50), ms(r.res.p99), vsDirect, vsNginx, r.res.errors)
+		if r.target == "runner" && e.tools.nginx == "" {
+			fmt.Fprintf(&b, "| %s | %s | nginx | skipped: %s | | | | | | |\n", r.mode, r.request, e.tools.nginxSkip)
+		}
 	}
 	b.WriteString("\nGoals (issue 9, on the 14 B GET): runner req/s ≥ nginx's and ≥ 0.8× direct; p99 added over direct ≤ nginx's.\n")
 	small := throughputRequests[0].label
@@ -247,13 +259,13 @@ func renderProxy(rows []proxyRow, e *env) string {
 			line += fmt.Sprintf(", runner/nginx %s× (≥ 1: %s), added p99 runner %s vs nginx %s (%s)",
 				ratio(r.res.rps, n.res.rps), metOrMissed(r.res.rps >= n.res.rps), signedMS(addR), signedMS(addN), metOrMissed(addR <= addN))
 		} else {
-			line += "; nginx not measured"
+			line += "; nginx skipped: " + e.tools.nginxSkip
 		}
 		b.WriteString(line + ".\n")
 	}
 	fmt.Fprintf(&b, `
 Each row is one load run of %s against one target, one target after the other (after a
-1 s warm-up of each); ratios are of req/s. "direct" is the hello container itself: its
+%s warm-up of each); ratios are of req/s. "direct" is the hello container itself: its
 published port on 127.0.0.1 (through Docker's userland docker-proxy) with reach =
 "published", its address on the runner network (container IP:8080) with reach = "address".
 "runner" is the runner's proxy at %s in the same reach mode; "nginx" is
@@ -262,7 +274,7 @@ proxy_http_version 1.1, Connection "", and bodies buffered in memory. "answer" i
 of the answer body to one check request through that target (the echo reflects request
 headers, which each proxy adds to). errors = socket errors + non-2xx answers. Load,
 proxy, plugin and docker-proxy share the machine's cores.
-`, e.tools.loadShape(e.loadFor), "`/plugins/hello/`")
+`, e.tools.loadShape(e.loadFor), warmUp, "`/plugins/hello/`")
 	return b.String()
 }
 
@@ -289,25 +301,6 @@ func size(n int) string {
 	default:
 		return fmt.Sprintf("%d B", n)
 	}
-}
-
-// sseNote says whether a streaming time-to-first-byte could be measured: only if an
-// example plugin streams server-sent events.
-func sseNote(root string) string {
-	files, _ := filepath.Glob(filepath.Join(root, "examples", "*", "*.go"))
-	var streaming []string
-	for _, f := range files {
-		if b, err := os.ReadFile(f); err == nil && bytes.Contains(b, []byte("text/event-stream")) {
-			streaming = append(streaming, filepath.Base(filepath.Dir(f)))
-		}
-	}
-	if len(streaming) == 0 {
-		return "\nStreaming (SSE) time-to-first-byte: **not measured** — no example plugin streams (none of\n" +
-			"`examples/*/*.go` serves `text/event-stream`), and this bench does not invent one.\n"
-	}
-	slices.Sort(streaming)
-	return fmt.Sprintf("\nStreaming (SSE) time-to-first-byte: **not measured yet** — example(s) %s serve\n`text/event-stream`; this bench does not drive them yet.\n",
-		strings.Join(slices.Compact(streaming), ", "))
 }
 
 // rssSampler polls a process's VmRSS and keeps the peak.

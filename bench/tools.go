@@ -32,9 +32,10 @@ type tools struct {
 	wrk, wrkVersion     string // "" wrk: the Go load generator
 	nginx, nginxVersion string // "" nginx: its rows are not measured
 	wrkMissing          bool   // -loadgen auto and no wrk
+	nginxSkip           string // why there are no nginx rows
 }
 
-func findTools(loadgen string) (*tools, error) {
+func findTools(loadgen string, useNginx bool) (*tools, error) {
 	t := &tools{}
 	switch loadgen {
 	case "auto", "wrk":
@@ -51,7 +52,12 @@ func findTools(loadgen string) (*tools, error) {
 	default:
 		return nil, fmt.Errorf("-loadgen %q: want auto, wrk or go", loadgen)
 	}
-	if p, err := lookPath("nginx"); err == nil {
+	switch p, err := lookPath("nginx"); {
+	case !useNginx:
+		t.nginxSkip = "-nginx=false"
+	case err != nil:
+		t.nginxSkip = "nginx not installed"
+	default:
 		t.nginx = p
 		out, _ := exec.Command(p, "-v").CombinedOutput()
 		t.nginxVersion = strings.TrimPrefix(strings.TrimSpace(string(out)), "nginx version: ")
@@ -85,8 +91,11 @@ func (t *tools) loadDesc() string {
 }
 
 func (t *tools) nginxDesc() string {
-	if t.nginx == "" {
-		return "not installed (`apt-get install nginx-light`): its rows are not measured"
+	switch {
+	case t.nginx == "" && t.nginxSkip == "-nginx=false":
+		return "not used (-nginx=false): its rows are skipped"
+	case t.nginx == "":
+		return "not installed (`apt-get install nginx-light`): its rows are skipped"
 	}
 	return t.nginxVersion
 }
