@@ -72,9 +72,13 @@ func (p *Proxy) newBackend(name string, cfg Backend) *backend {
 	}
 
 	b.rp = &httputil.ReverseProxy{
-		Rewrite:        b.rewrite,
-		Transport:      b.transport,
-		FlushInterval:  -1,
+		Rewrite:   b.rewrite,
+		Transport: b.transport,
+		// 0, not -1: ReverseProxy flushes server-sent events and bodies of unknown
+		// length after every write anyway. A body of known length is left to
+		// net/http's buffered writer, so that a small answer leaves in one write
+		// with its headers, not in three (headers, body, end).
+		FlushInterval:  0,
 		BufferPool:     bufPool{},
 		ModifyResponse: b.modifyResponse,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
