@@ -82,7 +82,7 @@ func (p *Proxy) newBackend(name string, cfg Backend) *backend {
 		BufferPool:     bufPool{},
 		ModifyResponse: b.modifyResponse,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-			p.fail(w, r, classify(r.Context(), err))
+			p.fail(w, r, stateOf(r.Context()), classify(r.Context(), err))
 		},
 		ErrorLog: slog.NewLogLogger(p.log.Handler(), slog.LevelWarn),
 	}
