@@ -4,7 +4,6 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"mime"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -32,6 +31,7 @@ type backend struct {
 	scheme    string         // of the outbound URL
 	host      string         // of the outbound URL and its Host header
 	basePath  string         // the backend URL's path, without a trailing slash
+	prefix    []string       // X-Forwarded-Prefix: /plugins/<name>, built once
 	transport *http.Transport
 	rp        *httputil.ReverseProxy
 
@@ -40,7 +40,7 @@ type backend struct {
 }
 
 func (p *Proxy) newBackend(name string, cfg Backend) *backend {
-	b := &backend{name: name, cfg: cfg, trusted: p.trusted}
+	b := &backend{name: name, cfg: cfg, trusted: p.trusted, prefix: []string{Prefix + name}}
 
 	idle := defaultIdle
 	if cfg.MaxConcurrent > 0 {
@@ -107,7 +107,9 @@ func (b *backend) rewrite(pr *httputil.ProxyRequest) {
 		}
 	}
 	setForwarded(pr, b.trusted)
-	out.Header.Set("X-Forwarded-Prefix", Prefix+b.name)
+	// Shared by every request: net/http only reads header values, and a Set or Add
+	// on the outbound header would replace the slice or outgrow its capacity of 1.
+	out.Header["X-Forwarded-Prefix"] = b.prefix
 	out.Header.Set(headerRequestID, st.id)
 	stripHopByHop(out.Header)
 }
@@ -222,13 +224,15 @@ func (b *backend) modifyResponse(res *http.Response) error {
 }
 
 // isStream reports whether res is a long-lived answer: a protocol upgrade or
-// server-sent events (the media type is parsed: "; charset=utf-8" happens).
+// server-sent events (the media type is compared, not the header: "; charset=utf-8"
+// happens). The media type is what mime.ParseMediaType would return, without
+// parsing (and allocating for) the parameters: this runs on every response.
 func isStream(res *http.Response) bool {
 	if res.StatusCode == http.StatusSwitchingProtocols {
 		return true
 	}
-	mt, _, _ := mime.ParseMediaType(res.Header.Get("Content-Type"))
-	return mt == "text/event-stream"
+	mt, _, _ := strings.Cut(res.Header.Get("Content-Type"), ";")
+	return strings.EqualFold(strings.TrimSpace(mt), "text/event-stream")
 }
 
 // acquireResult is what acquire decided.
