@@ -32,7 +32,7 @@ type backend struct {
 	host      string         // of the outbound URL and its Host header
 	basePath  string         // the backend URL's path, without a trailing slash
 	prefix    []string       // X-Forwarded-Prefix: /plugins/<name>, built once
-	transport *http.Transport
+	transport *fastTransport
 	rp        *httputil.ReverseProxy
 
 	active  atomic.Int64 // requests in flight
@@ -47,7 +47,7 @@ func (p *Proxy) newBackend(name string, cfg Backend) *backend {
 		idle = cfg.MaxConcurrent
 	}
 	dialer := &net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}
-	b.transport = &http.Transport{
+	tr := &http.Transport{
 		Proxy:                 nil, // never from the environment
 		DialContext:           dialer.DialContext,
 		ForceAttemptHTTP2:     false,
@@ -58,17 +58,28 @@ func (p *Proxy) newBackend(name string, cfg Backend) *backend {
 		DisableCompression:    true, // pass Accept-Encoding through untouched
 	}
 
+	b.transport = &fastTransport{tr: tr, maxIdle: idle}
 	switch cfg.URL.Scheme {
 	case "unix":
 		// network = "none": HTTP over the plugin's unix socket.
 		sock := cfg.URL.Path
 		b.scheme, b.host = "http", "localhost"
-		b.transport.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
+		tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return dialer.DialContext(ctx, "unix", sock)
+		}
+		b.transport.dial = func(ctx context.Context) (net.Conn, error) {
 			return dialer.DialContext(ctx, "unix", sock)
 		}
 	default:
 		b.scheme, b.host = cfg.URL.Scheme, cfg.URL.Host
 		b.basePath = strings.TrimSuffix(cfg.URL.EscapedPath(), "/")
+		addr := cfg.URL.Host
+		if cfg.URL.Port() == "" {
+			addr = net.JoinHostPort(cfg.URL.Hostname(), "80")
+		}
+		b.transport.dial = func(ctx context.Context) (net.Conn, error) {
+			return dialer.DialContext(ctx, "tcp", addr)
+		}
 	}
 
 	b.rp = &httputil.ReverseProxy{

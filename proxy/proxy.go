@@ -4,10 +4,11 @@
 // The route table is an immutable map swapped with an atomic pointer: the
 // request path does one atomic load and one map lookup, no locks. Writers
 // (SetReady, SetNotReady, Remove) copy the map under a mutex. Each ready route
-// has its own httputil.ReverseProxy and http.Transport, built when the route is
-// set, never per request. A replaced backend keeps serving the requests that
-// already reached it; its idle upstream connections are closed once the last of
-// them finishes.
+// has its own httputil.ReverseProxy and transport, built when the route is set,
+// never per request; the transport sends plain GETs and HEADs itself on kept-alive
+// connections and everything else through an http.Transport (upstream.go). A
+// replaced backend keeps serving the requests that already reached it; its idle
+// upstream connections are closed once the last of them finishes.
 //
 // Errors the proxy itself makes are RFC 9457 problem+json bodies carrying the
 // header X-Xcore-Error: 1, so a client can tell them from a plugin's own errors.
