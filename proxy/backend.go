@@ -4,7 +4,6 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"mime"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -32,7 +31,8 @@ type backend struct {
 	scheme    string         // of the outbound URL
 	host      string         // of the outbound URL and its Host header
 	basePath  string         // the backend URL's path, without a trailing slash
-	transport *http.Transport
+	prefix    []string       // X-Forwarded-Prefix: /plugins/<name>, built once
+	transport *fastTransport
 	rp        *httputil.ReverseProxy
 
 	active  atomic.Int64 // requests in flight
@@ -40,14 +40,14 @@ type backend struct {
 }
 
 func (p *Proxy) newBackend(name string, cfg Backend) *backend {
-	b := &backend{name: name, cfg: cfg, trusted: p.trusted}
+	b := &backend{name: name, cfg: cfg, trusted: p.trusted, prefix: []string{Prefix + name}}
 
 	idle := defaultIdle
 	if cfg.MaxConcurrent > 0 {
 		idle = cfg.MaxConcurrent
 	}
 	dialer := &net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}
-	b.transport = &http.Transport{
+	tr := &http.Transport{
 		Proxy:                 nil, // never from the environment
 		DialContext:           dialer.DialContext,
 		ForceAttemptHTTP2:     false,
@@ -58,27 +58,42 @@ func (p *Proxy) newBackend(name string, cfg Backend) *backend {
 		DisableCompression:    true, // pass Accept-Encoding through untouched
 	}
 
+	b.transport = &fastTransport{tr: tr, maxIdle: idle}
 	switch cfg.URL.Scheme {
 	case "unix":
 		// network = "none": HTTP over the plugin's unix socket.
 		sock := cfg.URL.Path
 		b.scheme, b.host = "http", "localhost"
-		b.transport.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
+		tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return dialer.DialContext(ctx, "unix", sock)
+		}
+		b.transport.dial = func(ctx context.Context) (net.Conn, error) {
 			return dialer.DialContext(ctx, "unix", sock)
 		}
 	default:
 		b.scheme, b.host = cfg.URL.Scheme, cfg.URL.Host
 		b.basePath = strings.TrimSuffix(cfg.URL.EscapedPath(), "/")
+		addr := cfg.URL.Host
+		if cfg.URL.Port() == "" {
+			addr = net.JoinHostPort(cfg.URL.Hostname(), "80")
+		}
+		b.transport.dial = func(ctx context.Context) (net.Conn, error) {
+			return dialer.DialContext(ctx, "tcp", addr)
+		}
 	}
 
 	b.rp = &httputil.ReverseProxy{
-		Rewrite:        b.rewrite,
-		Transport:      b.transport,
-		FlushInterval:  -1,
+		Rewrite:   b.rewrite,
+		Transport: b.transport,
+		// 0, not -1: ReverseProxy flushes server-sent events and bodies of unknown
+		// length after every write anyway. A body of known length is left to
+		// net/http's buffered writer, so that a small answer leaves in one write
+		// with its headers, not in three (headers, body, end).
+		FlushInterval:  0,
 		BufferPool:     bufPool{},
 		ModifyResponse: b.modifyResponse,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-			p.fail(w, r, classify(r.Context(), err))
+			p.fail(w, r, stateOf(r.Context()), classify(r.Context(), err))
 		},
 		ErrorLog: slog.NewLogLogger(p.log.Handler(), slog.LevelWarn),
 	}
@@ -103,7 +118,9 @@ func (b *backend) rewrite(pr *httputil.ProxyRequest) {
 		}
 	}
 	setForwarded(pr, b.trusted)
-	out.Header.Set("X-Forwarded-Prefix", Prefix+b.name)
+	// Shared by every request: net/http only reads header values, and a Set or Add
+	// on the outbound header would replace the slice or outgrow its capacity of 1.
+	out.Header["X-Forwarded-Prefix"] = b.prefix
 	out.Header.Set(headerRequestID, st.id)
 	stripHopByHop(out.Header)
 }
@@ -218,13 +235,15 @@ func (b *backend) modifyResponse(res *http.Response) error {
 }
 
 // isStream reports whether res is a long-lived answer: a protocol upgrade or
-// server-sent events (the media type is parsed: "; charset=utf-8" happens).
+// server-sent events (the media type is compared, not the header: "; charset=utf-8"
+// happens). The media type is what mime.ParseMediaType would return, without
+// parsing (and allocating for) the parameters: this runs on every response.
 func isStream(res *http.Response) bool {
 	if res.StatusCode == http.StatusSwitchingProtocols {
 		return true
 	}
-	mt, _, _ := mime.ParseMediaType(res.Header.Get("Content-Type"))
-	return mt == "text/event-stream"
+	mt, _, _ := strings.Cut(res.Header.Get("Content-Type"), ";")
+	return strings.EqualFold(strings.TrimSpace(mt), "text/event-stream")
 }
 
 // acquireResult is what acquire decided.

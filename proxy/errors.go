@@ -106,8 +106,7 @@ type Problem struct {
 
 // fail logs err and answers it as problem+json, except to a client that went
 // away, which gets nothing.
-func (p *Proxy) fail(w http.ResponseWriter, r *http.Request, err error) {
-	st := stateOf(r.Context())
+func (p *Proxy) fail(w http.ResponseWriter, r *http.Request, st *reqState, err error) {
 	status := statusOf(err)
 
 	// Only a plugin misbehaving is worth an operator's attention; 404/413/503 are the

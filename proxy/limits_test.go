@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"io"
+	"mime"
 	"net/http"
 	"strings"
 	"sync"
@@ -188,5 +189,24 @@ func TestStreaming(t *testing.T) {
 			for range lines {
 			}
 		})
+	}
+}
+
+// TestIsStreamMatchesParseMediaType: isStream compares the media type without
+// mime.ParseMediaType, and must agree with it.
+func TestIsStreamMatchesParseMediaType(t *testing.T) {
+	t.Parallel()
+	for _, ct := range []string{
+		"text/event-stream", "text/event-stream; charset=utf-8", "Text/Event-Stream",
+		" text/event-stream ;charset=utf-8", "text/event-stream;", "text/event-stream; bad",
+		"text/event-streams", "text/plain", "", ";text/event-stream", "text/event-stream\t",
+		"application/json; x=text/event-stream",
+	} {
+		mt, _, _ := mime.ParseMediaType(ct)
+		want := mt == "text/event-stream"
+		res := &http.Response{StatusCode: 200, Header: http.Header{"Content-Type": {ct}}}
+		if got := isStream(res); got != want {
+			t.Errorf("isStream(Content-Type %q) = %v, ParseMediaType says %q", ct, got, mt)
+		}
 	}
 }

@@ -4,10 +4,11 @@
 // The route table is an immutable map swapped with an atomic pointer: the
 // request path does one atomic load and one map lookup, no locks. Writers
 // (SetReady, SetNotReady, Remove) copy the map under a mutex. Each ready route
-// has its own httputil.ReverseProxy and http.Transport, built when the route is
-// set, never per request. A replaced backend keeps serving the requests that
-// already reached it; its idle upstream connections are closed once the last of
-// them finishes.
+// has its own httputil.ReverseProxy and transport, built when the route is set,
+// never per request; the transport sends plain GETs and HEADs itself on kept-alive
+// connections and everything else through an http.Transport (upstream.go). A
+// replaced backend keeps serving the requests that already reached it; its idle
+// upstream connections are closed once the last of them finishes.
 //
 // Errors the proxy itself makes are RFC 9457 problem+json bodies carrying the
 // header X-Xcore-Error: 1, so a client can tell them from a plugin's own errors.
@@ -26,8 +27,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/go-chi/chi/v5"
 )
 
 // Prefix is the path under which plugins are served: /plugins/<name>/...
@@ -78,7 +77,6 @@ type Proxy struct {
 	log     *slog.Logger
 	obs     Observer
 	trusted []netip.Prefix // immutable after New
-	mux     http.Handler
 	routes  atomic.Pointer[table]
 
 	mu sync.Mutex // serialises writers of routes, and guards live
@@ -109,22 +107,12 @@ func New(opts Options) *Proxy {
 	}
 	empty := table{}
 	p.routes.Store(&empty)
-
-	r := chi.NewRouter()
-	r.Handle("/plugins/{name}", http.HandlerFunc(p.servePlugin))
-	r.Handle("/plugins/{name}/*", http.HandlerFunc(p.servePlugin))
-	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
-		p.fail(w, r, errNoRoute)
-	})
-	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
-		p.fail(w, r, errNoRoute)
-	})
-	p.mux = r
 	return p
 }
 
 // ServeHTTP serves /plugins/<name>/* from name's backend and answers anything
-// else with 404.
+// else with 404. The path is split by hand, not by a router: this is every
+// request's path, and a router's context and path values cost allocations.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	st := &reqState{id: requestID(r.Header.Get(headerRequestID)), path: r.URL.Path}
 	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
@@ -132,37 +120,35 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		defer st.body.finish()
 	}
 	w.Header().Set(headerRequestID, st.id)
-	r = r.WithContext(context.WithValue(r.Context(), stateKey{}, st))
-	if !cleanPath(r.URL.Path) || !cleanPath(r.URL.EscapedPath()) {
-		p.fail(w, r, errBadPath)
+	esc := r.URL.EscapedPath()
+	if !cleanPath(r.URL.Path) || !cleanPath(esc) {
+		p.fail(w, r, st, errBadPath)
 		return
 	}
-	p.mux.ServeHTTP(w, r)
+	rawName, restEsc, ok := splitPluginPath(esc)
+	if !ok {
+		p.fail(w, r, st, errNoRoute)
+		return
+	}
+	p.servePlugin(w, r, st, rawName, restEsc)
 }
 
 // servePlugin is the hot path: look the plugin up, apply its limits, proxy.
-func (p *Proxy) servePlugin(w http.ResponseWriter, r *http.Request) {
-	st := stateOf(r.Context())
-	rawName, restEsc := splitPluginPath(r.URL.EscapedPath())
+func (p *Proxy) servePlugin(w http.ResponseWriter, r *http.Request, st *reqState, rawName, restEsc string) {
 	name, err := url.PathUnescape(rawName)
 	if err != nil || name == "" {
-		p.fail(w, r, errNoRoute)
+		p.fail(w, r, st, errNoRoute)
 		return
 	}
 	st.plugin = name
 
 	if p.obs != nil {
 		if (*p.routes.Load())[name] != nil {
-			rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+			rec := &st.rec
+			rec.ResponseWriter, rec.status = w, http.StatusOK
 			w = rec
-			begin := time.Now()
-			defer func() {
-				status := rec.status
-				if !rec.wroteHeader {
-					status = StatusClientClosed // nothing was written: the client went away
-				}
-				p.obs.RequestDone(name, status, time.Since(begin))
-			}()
+			st.begin = time.Now()
+			defer p.observe(st)
 		}
 	}
 	var b *backend
@@ -170,27 +156,27 @@ func (p *Proxy) servePlugin(w http.ResponseWriter, r *http.Request) {
 		rt := (*p.routes.Load())[name]
 		switch {
 		case rt == nil:
-			p.fail(w, r, errUnknownPlugin)
+			p.fail(w, r, st, errUnknownPlugin)
 			return
 		case rt.backend == nil:
-			p.fail(w, r, &notReadyError{reason: rt.reason})
+			p.fail(w, r, st, &notReadyError{reason: rt.reason})
 			return
 		}
 		if rt.backend.cfg.MaxBody > 0 && r.ContentLength > rt.backend.cfg.MaxBody {
-			p.fail(w, r, errBodyTooLarge)
+			p.fail(w, r, st, errBodyTooLarge)
 			return
 		}
 		switch rt.backend.acquire() {
 		case acquired:
 			b = rt.backend
 		case overCapacity:
-			p.fail(w, r, errOverCapacity)
+			p.fail(w, r, st, errOverCapacity)
 			return
 		case retiredBackend:
 			// Swapped under us: the table already holds the successor. Bounded in
 			// case a pathological stream of swaps keeps racing us.
 			if attempt >= 8 {
-				p.fail(w, r, &notReadyError{reason: "being replaced"})
+				p.fail(w, r, st, &notReadyError{reason: "being replaced"})
 				return
 			}
 		}
@@ -203,10 +189,10 @@ func (p *Proxy) servePlugin(w http.ResponseWriter, r *http.Request) {
 	// Cancelling the context alone does not end a request whose client is slow to
 	// send its body: the transport waits for its read of that body, which only a read
 	// deadline on the client's connection interrupts (st.body.expire).
-	ctx := r.Context()
+	st.Context = r.Context()
 	if b.cfg.RequestTimeout > 0 {
 		var cancel context.CancelCauseFunc
-		ctx, cancel = context.WithCancelCause(ctx)
+		st.Context, cancel = context.WithCancelCause(st.Context)
 		st.timer = time.AfterFunc(b.cfg.RequestTimeout, func() {
 			cancel(errRequestTimeout)
 			st.body.expire()
@@ -214,13 +200,15 @@ func (p *Proxy) servePlugin(w http.ResponseWriter, r *http.Request) {
 		defer cancel(nil)
 		defer st.timer.Stop()
 	}
-	out := r.WithContext(ctx) // a shallow copy: its URL and Body are replaced below
+	// The one shallow copy of the request: its context is st (the state travels
+	// to the ReverseProxy's hooks with it), its URL and Body are replaced below.
+	out := r.WithContext(st)
 	if b.cfg.MaxBody > 0 && r.Body != nil && r.Body != http.NoBody {
 		if r.ContentLength < 0 {
 			// Unknown length (chunked): read the start before the plugin is dialled, so
 			// that a body over a small max_body never reaches it.
 			if err := peekBody(out, b.cfg.MaxBody, b.cfg.RequestTimeout, st); err != nil {
-				p.fail(w, r, err)
+				p.fail(w, r, st, err)
 				return
 			}
 		} else {
@@ -236,7 +224,7 @@ func (p *Proxy) servePlugin(w http.ResponseWriter, r *http.Request) {
 	}
 	u.RawPath = restEsc
 	if u.Path, err = url.PathUnescape(restEsc); err != nil {
-		p.fail(w, r, errBadPath)
+		p.fail(w, r, st, errBadPath)
 		return
 	}
 	if u.EscapedPath() != restEsc {
@@ -248,14 +236,28 @@ func (p *Proxy) servePlugin(w http.ResponseWriter, r *http.Request) {
 	b.rp.ServeHTTP(w, out)
 }
 
-// splitPluginPath splits an escaped /plugins/<name>/<rest> path into the
-// escaped name and the escaped rest ("" or starting with "/").
-func splitPluginPath(esc string) (name, rest string) {
-	s := strings.TrimPrefix(esc, Prefix)
-	if i := strings.IndexByte(s, '/'); i >= 0 {
-		return s[:i], s[i:]
+// observe tells the Observer about a finished request.
+func (p *Proxy) observe(st *reqState) {
+	status := st.rec.status
+	if !st.rec.wroteHeader {
+		status = StatusClientClosed // nothing was written: the client went away
 	}
-	return s, ""
+	p.obs.RequestDone(st.plugin, status, time.Since(st.begin))
+}
+
+// splitPluginPath splits an escaped /plugins/<name>/<rest> path into the
+// escaped name and the escaped rest ("" or starting with "/"); ok is false
+// for a path outside /plugins/ or without a name.
+func splitPluginPath(esc string) (name, rest string, ok bool) {
+	s, ok := strings.CutPrefix(esc, Prefix)
+	if !ok {
+		return "", "", false
+	}
+	name, rest = s, ""
+	if i := strings.IndexByte(s, '/'); i >= 0 {
+		name, rest = s[:i], s[i:]
+	}
+	return name, rest, name != ""
 }
 
 // SetReady routes name to b, replacing any previous backend atomically;

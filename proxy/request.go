@@ -15,8 +15,13 @@ import (
 	"time"
 )
 
-// reqState is what one request carries through chi and the ReverseProxy.
+// reqState is what one request carries through the ReverseProxy to its hooks.
+// It is the outbound request's context too: Value answers stateKey with it and
+// everything else from the embedded parent, which saves a context.WithValue
+// allocation per request.
 type reqState struct {
+	context.Context // the parent: the client's request's, or its request_timeout child
+
 	id         string
 	path       string // as the client sent it, for logs
 	plugin     string
@@ -24,6 +29,17 @@ type reqState struct {
 	timer      *time.Timer // request_timeout; nil when none
 	tooLarge   atomic.Bool // the body hit max_body (read by the transport's goroutine)
 	body       *bodyGuard  // nil when the request has no body
+
+	rec   statusRecorder // the status for the Observer, when there is one
+	begin time.Time      // when the Observer started timing
+}
+
+// Value returns st for stateKey, else asks the parent context.
+func (st *reqState) Value(key any) any {
+	if key == (stateKey{}) {
+		return st
+	}
+	return st.Context.Value(key)
 }
 
 // bodyGuard owns the read deadline of the client's connection while a request with a
@@ -72,7 +88,7 @@ func (g *bodyGuard) finish() {
 
 type stateKey struct{}
 
-// stateOf returns the request's state; an empty one outside ServeHTTP.
+// stateOf returns the request's state; an empty one outside servePlugin.
 func stateOf(ctx context.Context) *reqState {
 	if st, ok := ctx.Value(stateKey{}).(*reqState); ok {
 		return st

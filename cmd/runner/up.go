@@ -36,6 +36,7 @@ func cmdUp(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	tuneGC(log)
 	cfg, err := loadConfig(*cfgPath, stderr)
 	if err != nil {
 		return err

@@ -3,7 +3,7 @@ package admin
 import (
 	"context"
 	"net/http"
-	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -29,7 +29,24 @@ type Metrics struct {
 	probeFailures   *prometheus.CounterVec
 
 	src atomic.Pointer[Source]
+
+	// perPlugin caches each plugin's request series (plugin name → *requestSeries):
+	// RequestDone runs once per proxied request, and WithLabelValues hashes the labels
+	// and takes a lock each time. No series is ever deleted, so an entry never goes stale.
+	perPlugin sync.Map
 }
+
+// requestSeries are one plugin's request metrics, each looked up once.
+type requestSeries struct {
+	plugin   string
+	duration prometheus.Observer
+	// byClass is resolved on a class's first request, as WithLabelValues did: a
+	// plugin that never answered 5xx has no 5xx series.
+	byClass [len(codeClasses)]atomic.Pointer[prometheus.Counter]
+}
+
+// codeClasses are the code_class label values; index status/100, 0 for out of range.
+var codeClasses = [...]string{"unknown", "1xx", "2xx", "3xx", "4xx", "5xx"}
 
 var _ proxy.Observer = (*Metrics)(nil)
 
@@ -100,15 +117,35 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 
 // RequestDone counts one finished request (proxy.Observer).
 func (m *Metrics) RequestDone(plugin string, status int, d time.Duration) {
-	m.requests.WithLabelValues(plugin, codeClass(status)).Inc()
-	m.duration.WithLabelValues(plugin).Observe(d.Seconds())
+	s, ok := m.perPlugin.Load(plugin)
+	if !ok {
+		s, _ = m.perPlugin.LoadOrStore(plugin, m.newRequestSeries(plugin))
+	}
+	rs := s.(*requestSeries)
+	m.requestCounter(rs, codeClassIndex(status)).Inc()
+	rs.duration.Observe(d.Seconds())
 }
 
-func codeClass(status int) string {
-	if status < 100 || status > 599 {
-		return "unknown"
+func (m *Metrics) newRequestSeries(plugin string) *requestSeries {
+	return &requestSeries{plugin: plugin, duration: m.duration.WithLabelValues(plugin)}
+}
+
+// requestCounter returns rs's counter of class i. Two first requests racing both
+// resolve it; the vector hands both the same child.
+func (m *Metrics) requestCounter(rs *requestSeries, i int) prometheus.Counter {
+	if c := rs.byClass[i].Load(); c != nil {
+		return *c
 	}
-	return strconv.Itoa(status/100) + "xx"
+	c := m.requests.WithLabelValues(rs.plugin, codeClasses[i])
+	rs.byClass[i].Store(&c)
+	return c
+}
+
+func codeClassIndex(status int) int {
+	if status < 100 || status > 599 {
+		return 0
+	}
+	return status / 100
 }
 
 // SetSource sets what the in-flight and state gauges read at scrape time.

@@ -203,3 +203,16 @@ func TestMetricsDefaultGatherer(t *testing.T) {
 		t.Errorf("status %d", rec.Code)
 	}
 }
+
+// BenchmarkRequestDone is the Observer's cost on every proxied request.
+func BenchmarkRequestDone(b *testing.B) {
+	m := newTestMetrics()
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		i := 0
+		for pb.Next() {
+			i++
+			m.RequestDone("hello", 200+i%2*300, time.Millisecond)
+		}
+	})
+}

@@ -1,0 +1,266 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
+	"sync"
+	"time"
+)
+
+// maxResponseHeaderBytes bounds a plugin's response headers on the fast path, as
+// http.Transport's default MaxResponseHeaderBytes does on the other.
+const maxResponseHeaderBytes = 10 << 20
+
+// fastTransport is a backend's http.RoundTripper. A GET or HEAD without a body
+// and without a protocol upgrade (nearly every request) is written, and its
+// response read, on a kept-alive connection by the calling goroutine, where
+// http.Transport hands the request to a writer goroutine and the response back
+// from a reader goroutine. Measured side by side with wrk through the runner
+// (reach = address, 4 runs each): 75 → 62 µs of the runner's CPU per GET.
+// Everything else (bodies, upgrades, https) goes to the http.Transport, whose
+// 100-continue, retry and upgrade handling it needs.
+//
+// An idle connection is not read while idle: a plugin that closed it is noticed
+// when it is next used, and the request (GET or HEAD: replayable) is sent again
+// on another connection, as http.Transport does for idempotent requests.
+type fastTransport struct {
+	tr      *http.Transport
+	dial    func(ctx context.Context) (net.Conn, error)
+	maxIdle int
+
+	mu     sync.Mutex
+	idle   []*upConn // most recently used last
+	reaper *time.Timer
+}
+
+// upConn is one kept-alive connection of the fast path.
+type upConn struct {
+	net.Conn
+	br        *bufio.Reader
+	bw        *bufio.Writer
+	limit     int64 // bytes Read may still return while > 0; unlimited when < 0
+	idleSince time.Time
+}
+
+// Read enforces limit, which bounds the response headers.
+func (c *upConn) Read(p []byte) (int, error) {
+	if c.limit == 0 {
+		return 0, fmt.Errorf("plugin response headers exceed %d bytes", maxResponseHeaderBytes)
+	}
+	if c.limit > 0 && int64(len(p)) > c.limit {
+		p = p[:c.limit]
+	}
+	n, err := c.Conn.Read(p)
+	if c.limit > 0 {
+		c.limit -= int64(n)
+	}
+	return n, err
+}
+
+func (u *fastTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if !fastPath(req) {
+		return u.tr.RoundTrip(req)
+	}
+	ctx := req.Context()
+	for {
+		c, reused := u.get()
+		if c == nil {
+			nc, err := u.dial(ctx)
+			if err != nil {
+				return nil, err
+			}
+			c = &upConn{Conn: nc, limit: -1}
+			c.br = bufio.NewReaderSize(c, 4<<10)
+			c.bw = bufio.NewWriterSize(nc, 4<<10)
+		}
+		res, retry, err := u.roundTrip(c, req)
+		if err == nil {
+			return res, nil
+		}
+		c.Close()
+		if !reused || !retry || ctx.Err() != nil {
+			return nil, err
+		}
+		// A kept-alive connection the plugin had closed: try the next one.
+	}
+}
+
+// fastPath reports whether req can take the fast path: a GET or HEAD over plain
+// HTTP, without a body, not asking for a protocol upgrade.
+func fastPath(req *http.Request) bool {
+	return (req.Method == http.MethodGet || req.Method == http.MethodHead) &&
+		(req.Body == nil || req.Body == http.NoBody) &&
+		req.URL.Scheme == "http" &&
+		req.Header["Upgrade"] == nil
+}
+
+// roundTrip sends req on c and reads the response headers. retry reports that the
+// request failed before any of the response arrived (a kept-alive connection the
+// plugin had closed meanwhile). On success c belongs to the response's body.
+func (u *fastTransport) roundTrip(c *upConn, req *http.Request) (res *http.Response, retry bool, err error) {
+	// A cancelled request (request_timeout, client gone) interrupts the reads and
+	// writes blocked on c.
+	stop := context.AfterFunc(req.Context(), func() { _ = c.SetDeadline(time.Unix(1, 0)) })
+	defer func() {
+		if err != nil {
+			stop()
+		}
+	}()
+	if err := req.Write(c.bw); err != nil {
+		return nil, true, fmt.Errorf("write request: %w", err)
+	}
+	if err := c.bw.Flush(); err != nil {
+		return nil, true, fmt.Errorf("write request: %w", err)
+	}
+	if _, err := c.br.Peek(1); err != nil {
+		return nil, true, fmt.Errorf("read response: %w", err)
+	}
+	c.limit = maxResponseHeaderBytes
+	for {
+		res, err = http.ReadResponse(c.br, req)
+		if err != nil {
+			return nil, false, fmt.Errorf("read response: %w", err)
+		}
+		if res.StatusCode == http.StatusSwitchingProtocols {
+			// Not asked for (no Upgrade header takes this path): the connection now
+			// speaks something else.
+			return nil, false, errors.New("plugin switched protocols unasked")
+		}
+		if res.StatusCode >= 200 {
+			break
+		}
+		// 1xx informational (103 Early Hints): passed on through the trace hook, as
+		// http.Transport does; ReverseProxy forwards them to the client.
+		if trace := httptrace.ContextClientTrace(req.Context()); trace != nil && trace.Got1xxResponse != nil {
+			if err := trace.Got1xxResponse(res.StatusCode, textproto.MIMEHeader(res.Header)); err != nil {
+				return nil, false, err
+			}
+		}
+	}
+	c.limit = -1
+	res.Body = &upBody{rc: res.Body, c: c, u: u, stop: stop, keep: !res.Close}
+	return res, false, nil
+}
+
+// upBody is a fast-path response body: read to its end, it gives its connection
+// back to the pool; closed before, it closes it.
+type upBody struct {
+	rc     io.ReadCloser
+	c      *upConn // nil once given back or closed
+	u      *fastTransport
+	stop   func() bool
+	keep   bool // the plugin keeps the connection alive after this response
+	eof    bool
+	closed bool
+}
+
+var errBodyClosed = errors.New("read on a closed response body")
+
+func (b *upBody) Read(p []byte) (int, error) {
+	switch {
+	case b.eof:
+		return 0, io.EOF
+	case b.closed:
+		return 0, errBodyClosed
+	}
+	n, err := b.rc.Read(p)
+	if err == io.EOF {
+		b.eof = true
+		b.release(b.keep)
+	}
+	return n, err
+}
+
+// Close before the end closes the connection rather than read the rest: the
+// underlying body's Close would drain it, however long it is.
+func (b *upBody) Close() error {
+	b.closed = true
+	if b.c != nil {
+		b.release(false)
+	}
+	return nil
+}
+
+// release gives the connection back when keep holds and no cancellation has begun
+// to interrupt it, else closes it.
+func (b *upBody) release(keep bool) {
+	c := b.c
+	b.c = nil
+	// Bytes already buffered past the response are not an answer to anything.
+	if b.stop() && keep && c.br.Buffered() == 0 {
+		b.u.put(c)
+		return
+	}
+	c.Close()
+}
+
+// get takes the most recently used idle connection that is not too old.
+func (u *fastTransport) get() (*upConn, bool) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for n := len(u.idle); n > 0; n = len(u.idle) {
+		c := u.idle[n-1]
+		u.idle[n-1] = nil
+		u.idle = u.idle[:n-1]
+		if time.Since(c.idleSince) < idleConnTimeout {
+			return c, true
+		}
+		c.Close()
+	}
+	return nil, false
+}
+
+// put keeps c for the next request, unless maxIdle are kept already.
+func (u *fastTransport) put(c *upConn) {
+	c.idleSince = time.Now()
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if len(u.idle) >= u.maxIdle {
+		c.Close()
+		return
+	}
+	u.idle = append(u.idle, c)
+	if u.reaper == nil {
+		u.reaper = time.AfterFunc(idleConnTimeout, u.reap)
+	}
+}
+
+// reap closes the connections idle for idleConnTimeout; it runs while any are idle.
+func (u *fastTransport) reap() {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.reaper = nil
+	n := 0
+	for n < len(u.idle) && time.Since(u.idle[n].idleSince) >= idleConnTimeout {
+		u.idle[n].Close()
+		n++
+	}
+	u.idle = append(u.idle[:0], u.idle[n:]...)
+	clear(u.idle[len(u.idle):cap(u.idle)])
+	if len(u.idle) > 0 {
+		u.reaper = time.AfterFunc(idleConnTimeout-time.Since(u.idle[0].idleSince), u.reap)
+	}
+}
+
+// CloseIdleConnections closes the idle connections of both paths.
+func (u *fastTransport) CloseIdleConnections() {
+	u.mu.Lock()
+	for _, c := range u.idle {
+		c.Close()
+	}
+	clear(u.idle)
+	u.idle = u.idle[:0]
+	if u.reaper != nil {
+		u.reaper.Stop()
+		u.reaper = nil
+	}
+	u.mu.Unlock()
+	u.tr.CloseIdleConnections()
+}
