@@ -17,7 +17,7 @@ var profileBenchtime = "3s" // -smoke: a count
 
 const (
 	profileTimeout = 3 * time.Minute
-	ourCode        = `xcore/runner/proxy|net/http/httputil|go-chi`
+	ourCode        = `xcore/runner/proxy|net/http/httputil`
 )
 
 // profileSection profiles the proxy's hot path once: BenchmarkProxyHandler in proxy/
@@ -69,7 +69,7 @@ func profileSection(ctx context.Context, e *env) (string, error) {
 		profileBenchtime, benchLine)
 	b.WriteString("Top 10 by cumulative CPU, whole profile (`go tool pprof -top -cum -nodecount 10`):\n\n")
 	b.WriteString(pprofTable(top))
-	fmt.Fprintf(&b, "\nTop 10 by cumulative CPU among the proxy's own code, httputil and chi (`-show '%s'`):\n\n", ourCode)
+	fmt.Fprintf(&b, "\nTop 10 by cumulative CPU among the proxy's own code and httputil (`-show '%s'`):\n\n", ourCode)
 	b.WriteString(pprofTable(ours))
 	b.WriteString("\nTop allocation sites by objects (`-sample_index alloc_objects -top`, flat = allocated in that function):\n\n")
 	b.WriteString(pprofTable(allocs))
@@ -135,12 +135,11 @@ var benchFields = regexp.MustCompile(`([0-9.]+) ns/op.*?([0-9.]+) B/op.*?([0-9.]
 // owner.
 func interpret(benchLine string, cpu, allocs []pprofEntry) string {
 	handler := share(cpu, "github.com/xcore/runner/proxy.(*Proxy).ServeHTTP", false)
+	plugin := share(cpu, "github.com/xcore/runner/proxy.(*Proxy).servePlugin", false)
 	rp := share(cpu, "net/http/httputil.(*ReverseProxy).ServeHTTP", false)
 	copyResp := share(cpu, "net/http/httputil.(*ReverseProxy).copyResponse", false)
-	chi := share(cpu, "github.com/go-chi/chi/v5.(*Mux).ServeHTTP", false)
-	plugin := share(cpu, "github.com/xcore/runner/proxy.(*Proxy).servePlugin", false)
+	fast := share(cpu, "github.com/xcore/runner/proxy.(*fastTransport).RoundTrip", false)
 	upstream := share(cpu, "net/http.(*conn).serve", false)
-	loops := share(cpu, "net/http.(*persistConn).readLoop", false) + share(cpu, "net/http.(*persistConn).writeLoop", false)
 	sys := share(cpu, "internal/runtime/syscall/linux.Syscall6", true) + share(cpu, "runtime/internal/syscall.Syscall6", true)
 	malloc := share(cpu, "runtime.mallocgc", false)
 	gc := share(cpu, "runtime.gcBgMarkWorker", false)
@@ -158,23 +157,17 @@ func interpret(benchLine string, cpu, allocs []pprofEntry) string {
 	return fmt.Sprintf(`Reading it (the numbers are this run's):
 
 - The benchmark's upstream is an in-process httptest server over loopback, so the profile
-  holds three parts: the proxy handler (`+"`(*Proxy).ServeHTTP`"+` %.1f%% cum), the http.Transport's
-  connection goroutines to the upstream (`+"`persistConn.readLoop` + `writeLoop`"+` %.1f%%), and the
-  upstream server itself (`+"`net/http.(*conn).serve`"+` %.1f%%, not the proxy's cost). Raw read/write
-  syscalls are %.1f%% of all samples (flat): on loopback every proxied request costs at least
-  one write and one read to the upstream, on top of the client's.
-- Inside the handler, chi routing is %.1f%% cum and `+"`servePlugin`"+` %.1f%%, of which the stock
-  `+"`httputil.ReverseProxy.ServeHTTP`"+` is %.1f%% (copying the response %.1f%%): the proxy's own code
-  around ReverseProxy (rewrite, request id, limits) is the small difference.
+  holds the proxy (`+"`(*Proxy).ServeHTTP`"+` %.1f%% cum) and the upstream server (`+"`net/http.(*conn).serve`"+`
+  %.1f%%, not the proxy's cost) side by side. Raw read/write syscalls are %.1f%% of all samples
+  (flat): every proxied request costs a write and a read to the upstream on top of the
+  client's, the floor of any proxy.
+- Inside the handler: `+"`servePlugin`"+` %.1f%% cum, of which `+"`httputil.ReverseProxy.ServeHTTP`"+` %.1f%%
+  (copying the response %.1f%%) and the GET/HEAD fast path to the plugin
+  (`+"`fastTransport.RoundTrip`"+`, request written and answer read on the handler's goroutine) %.1f%%.
 - Allocation: %s B and %s allocations per request (%s ns/op on this shared 2-core host);
   `+"`runtime.mallocgc`"+` is %.1f%% cum, the GC's background workers %.1f%%. The top sites by objects:
-  %s — header maps (parsing, `+"`Header.Clone`"+`, `+"`Set`"+`) and per-request contexts and request
-  copies (`+"`Request.WithContext`"+`, `+"`context.WithValue`"+`), mostly inside ReverseProxy and the
-  Transport, both sides of the loopback included.
-- What to act on first: the allocations per request (each a header map, or a request or
-  context copy: in ReverseProxy's Rewrite path and in any `+"`WithContext`/`WithValue`"+` the proxy
-  adds around it) are what mallocgc and GC time are made of. Syscalls are the floor of any
-  proxy on loopback, better attacked with reach = "address" (no docker-proxy hop) than in
-  the handler. Re-run this section after a change and compare allocs/op and the handler's cum%% with this one.
-`, handler, loops, upstream, sys, chi, plugin, rp, copyResp, bop, aop, nsop, malloc, gc, strings.Join(sites, ", "))
+  %s.
+- Re-run this section after a change to the proxy and compare allocs/op and the handler's
+  cum%% with this one.
+`, handler, upstream, sys, plugin, rp, copyResp, fast, bop, aop, nsop, malloc, gc, strings.Join(sites, ", "))
 }
