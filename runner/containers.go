@@ -31,12 +31,22 @@ func (r *Runner) removeContainer(c sandbox.Container, grace time.Duration) {
 
 // watchEngine turns the engine's events into work: an image event may move a tag a
 // plugin uses, and a (re)connected stream means we may have missed anything (e.g.
-// containers that died while dockerd restarted) — both re-observe everything; a
+// containers that died while dockerd restarted) — both re-observe everything; after a
+// reconnection, plugins that the engine's going away left failed start again. A
 // container's death goes to its plugin's supervisor.
 func (r *Runner) watchEngine() {
 	for ev := range r.sb.Events(r.ctx) {
 		switch ev.Kind {
-		case sandbox.EventImage, sandbox.EventResync:
+		case sandbox.EventImage:
+			r.Resync()
+		case sandbox.EventResync:
+			if !ev.LostAt.IsZero() {
+				r.mu.Lock()
+				for _, s := range r.sups {
+					s.engineBack(ev.LostAt)
+				}
+				r.mu.Unlock()
+			}
 			r.Resync()
 		case sandbox.EventDie, sandbox.EventOOM:
 			r.mu.Lock()

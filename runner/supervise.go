@@ -110,6 +110,7 @@ func (s *supervisor) crashed(ctx context.Context, c crash) {
 
 	if !restart {
 		s.failed = old.d.Hash
+		s.diedFailed = time.Now()
 		s.r.log.Error("plugin failed; not restarting until its config changes or it is restarted", "plugin", s.name, "reason", why)
 		s.update(func(st *Status) { st.State, st.LastError, st.LastExit = StateFailed, why, c.reason })
 		return
@@ -161,7 +162,7 @@ func (s *supervisor) restartNow(ctx context.Context) {
 		return
 	}
 	s.stopRestartTimer()
-	s.failed = ""
+	s.failed, s.diedFailed = "", time.Time{}
 	s.budget = newRestartBudget(w.cfg.Supervisor.Restart)
 	s.apply(ctx, w)
 }

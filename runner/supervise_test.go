@@ -115,3 +115,30 @@ func TestResyncNoticesMissedDeath(t *testing.T) {
 		return st.Restarts == 1 && st.State == StateHealthy && st.Container != first
 	})
 }
+
+// A stopping dockerd stops every container: with restart = on-failure, the plugin's clean
+// exit left it failed. When the engine's event stream comes back, such a plugin starts
+// again; one that failed long before the engine went away stays failed.
+func TestPluginStoppedByTheEngineStartsAgain(t *testing.T) {
+	r, f := superviseTest(t, nil)
+	first := r.Statuses()[0].Container
+	f.events <- f.kill(first, 0, false) // dockerd's SIGTERM; the plugin exits 0
+	waitFor(t, "failed (clean exit, on-failure)", func() bool { return r.Statuses()[0].State == StateFailed })
+
+	// A negative: watch for a while that nothing starts.
+	f.events <- sandbox.Event{Kind: sandbox.EventResync, LostAt: time.Now().Add(2 * engineDeathWindow)}
+	for end := time.Now().Add(300 * time.Millisecond); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+		if st := r.Statuses()[0]; st.State != StateFailed || f.runCount() != 1 {
+			t.Fatalf("engine lost 2 minutes after the death: %s after %d starts, want still failed", st.State, f.runCount())
+		}
+	}
+
+	f.events <- sandbox.Event{Kind: sandbox.EventResync, LostAt: time.Now()}
+	waitFor(t, "serving again after the engine came back", func() bool {
+		st := r.Statuses()[0]
+		return st.State == StateHealthy && st.Container != first
+	})
+	if code, _ := httpGet(t, "http://"+r.Addr().String()+"/plugins/hello/"); code != 200 {
+		t.Errorf("plugin answers %d", code)
+	}
+}

@@ -25,6 +25,7 @@ type supervisor struct {
 	status     Status
 	pending    *work
 	restartReq bool          // an explicit restart was requested
+	engineLost time.Time     // the engine went away then: revive a plugin that died around it
 	wake       chan struct{} // 1-slot: "pending changed"
 	settled    chan struct{} // closed after the first apply (ready or failed)
 	once       sync.Once
@@ -44,6 +45,7 @@ type supervisor struct {
 	probeFails   int         // consecutive failed health probes of cur
 	probeConn    probeConn   // the health probes' connection to cur, kept between probes
 	healthySince time.Time
+	diedFailed   time.Time // when a death left the plugin failed (restart policy, budget)
 }
 
 // work is one request to the supervisor: converge on d, or remove the plugin.
@@ -97,13 +99,30 @@ func (s *supervisor) submit(w work) {
 	}
 }
 
-func (s *supervisor) take() (w *work, restart bool) {
+func (s *supervisor) take() (w *work, restart bool, engineLost time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	w, restart = s.pending, s.restartReq
-	s.pending, s.restartReq = nil, false
-	return w, restart
+	w, restart, engineLost = s.pending, s.restartReq, s.engineLost
+	s.pending, s.restartReq, s.engineLost = nil, false, time.Time{}
+	return w, restart, engineLost
 }
+
+// engineBack tells the supervisor that the engine went away at lost and is back.
+func (s *supervisor) engineBack(lost time.Time) {
+	s.mu.Lock()
+	s.engineLost = lost
+	s.mu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// engineDeathWindow: a plugin left failed by a death this long before the engine went
+// away is revived when it comes back. A stopping dockerd stops every container (SIGTERM,
+// each its stop timeout) before its API goes: the plugins exit, cleanly or not, and that
+// is no verdict on them.
+const engineDeathWindow = time.Minute
 
 // requestRestart asks for a fresh container (admin API, `runner restart`).
 func (s *supervisor) requestRestart() {
@@ -159,7 +178,7 @@ func (s *supervisor) run(ctx context.Context) {
 		case <-ctx.Done():
 			return // the runner's Shutdown stops containers by label
 		case <-s.wake:
-			w, restart := s.take()
+			w, restart, engineLost := s.take()
 			if w != nil && w.remove {
 				s.removePlugin(ctx)
 				return
@@ -167,6 +186,11 @@ func (s *supervisor) run(ctx context.Context) {
 			if w != nil {
 				s.apply(ctx, w)
 				s.once.Do(func() { close(s.settled) })
+			}
+			if !engineLost.IsZero() && s.cur == nil && !s.diedFailed.IsZero() &&
+				s.diedFailed.After(engineLost.Add(-engineDeathWindow)) {
+				s.r.log.Info("restarting a plugin that died as the Docker engine went away", "plugin", s.name)
+				restart = true
 			}
 			if restart {
 				s.restartNow(ctx)
@@ -271,7 +295,7 @@ func (s *supervisor) replace(ctx context.Context, w *work, reason string) {
 
 // promote makes inst the serving generation.
 func (s *supervisor) promote(inst *instance, reason string) {
-	s.cur, s.failed = inst, ""
+	s.cur, s.failed, s.diedFailed = inst, "", time.Time{}
 	s.probeFails, s.healthySince = 0, time.Now()
 	s.route(inst)
 	s.update(func(st *Status) {

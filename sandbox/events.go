@@ -53,6 +53,10 @@ type Event struct {
 	Generation  int    // container events: the io.xcore.generation label (0 if absent)
 	ExitCode    int    // EventDie: the engine's exitCode (-1 if it sent none)
 	Image       string // EventImage: the reference or image ID the event names
+	// LostAt (EventResync) is when the stream was lost before this reconnection; zero
+	// on the first connection. A daemon that stops stops every container first, so
+	// deaths shortly before LostAt may be the engine's doing, not the plugins'.
+	LostAt time.Time
 }
 
 // imageActions are the image events after which a reference may resolve to another
@@ -101,6 +105,7 @@ func (c *Client) Events(ctx context.Context) <-chan Event {
 
 func (c *Client) eventsLoop(ctx context.Context, out chan<- Event) {
 	var downSince time.Time // zero while connected or before the first attempt failed
+	connected := false      // a stream was up once
 	for {
 		// A fresh backoff per outage: after a healthy stretch we start again from the base.
 		sub, err := retry.DoValue(ctx, eventsBackoff(), func(ctx context.Context) (*eventStreams, error) {
@@ -122,12 +127,17 @@ func (c *Client) eventsLoop(ctx context.Context, out chan<- Event) {
 		if err != nil {
 			return // only ctx ends the retries
 		}
+		var lostAt time.Time // zero on the first connection: nothing was lost yet
+		if connected {
+			lostAt = downSince
+		}
+		connected = true
 		if !downSince.IsZero() {
 			c.log.Info("docker events stream reconnected", "down_for", time.Since(downSince).Round(time.Millisecond))
 			downSince = time.Time{}
 		}
 
-		err = c.pump(ctx, sub, out)
+		err = c.pump(ctx, sub, out, lostAt)
 		sub.close()
 		if ctx.Err() != nil {
 			return
@@ -194,10 +204,10 @@ func (s *eventStreams) close() {
 	}
 }
 
-// pump sends EventResync, then forwards mapped events until a stream fails (returning
-// why) or ctx ends.
-func (c *Client) pump(ctx context.Context, s *eventStreams, out chan<- Event) error {
-	if !send(ctx, out, Event{Kind: EventResync}) {
+// pump sends EventResync (with lostAt), then forwards mapped events until a stream fails
+// (returning why) or ctx ends.
+func (c *Client) pump(ctx context.Context, s *eventStreams, out chan<- Event, lostAt time.Time) error {
+	if !send(ctx, out, Event{Kind: EventResync, LostAt: lostAt}) {
 		return ctx.Err()
 	}
 	for {
