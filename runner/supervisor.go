@@ -87,16 +87,22 @@ func (s *supervisor) notify(ev sandbox.Event) {
 	}
 }
 
-// submit replaces whatever the supervisor has not started on yet: a burst of config
-// saves converges on the last one instead of replaying every intermediate state.
-func (s *supervisor) submit(w work) {
+// post records a request for the run goroutine (set under mu) and wakes it; take
+// collects everything posted since.
+func (s *supervisor) post(set func()) {
 	s.mu.Lock()
-	s.pending = &w
+	set()
 	s.mu.Unlock()
 	select {
 	case s.wake <- struct{}{}:
 	default:
 	}
+}
+
+// submit replaces whatever the supervisor has not started on yet: a burst of config
+// saves converges on the last one instead of replaying every intermediate state.
+func (s *supervisor) submit(w work) {
+	s.post(func() { s.pending = &w })
 }
 
 func (s *supervisor) take() (w *work, restart bool, engineLost time.Time) {
@@ -109,13 +115,7 @@ func (s *supervisor) take() (w *work, restart bool, engineLost time.Time) {
 
 // engineBack tells the supervisor that the engine went away at lost and is back.
 func (s *supervisor) engineBack(lost time.Time) {
-	s.mu.Lock()
-	s.engineLost = lost
-	s.mu.Unlock()
-	select {
-	case s.wake <- struct{}{}:
-	default:
-	}
+	s.post(func() { s.engineLost = lost })
 }
 
 // engineDeathWindow: a plugin left failed by a death this long before the engine went
@@ -126,13 +126,7 @@ const engineDeathWindow = time.Minute
 
 // requestRestart asks for a fresh container (admin API, `runner restart`).
 func (s *supervisor) requestRestart() {
-	s.mu.Lock()
-	s.restartReq = true
-	s.mu.Unlock()
-	select {
-	case s.wake <- struct{}{}:
-	default:
-	}
+	s.post(func() { s.restartReq = true })
 }
 
 func (s *supervisor) snapshot() Status {
