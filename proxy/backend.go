@@ -27,11 +27,11 @@ const (
 type backend struct {
 	name      string
 	cfg       Backend
-	trusted   []netip.Prefix // the Proxy's, shared, read-only
-	scheme    string         // of the outbound URL
-	host      string         // of the outbound URL and its Host header
-	basePath  string         // the backend URL's path, without a trailing slash
-	prefix    []string       // X-Forwarded-Prefix: /plugins/<name>, built once
+	trusted   *atomic.Pointer[[]netip.Prefix] // the Proxy's: read per request
+	scheme    string                          // of the outbound URL
+	host      string                          // of the outbound URL and its Host header
+	basePath  string                          // the backend URL's path, without a trailing slash
+	prefix    []string                        // X-Forwarded-Prefix: /plugins/<name>, built once
 	transport *fastTransport
 	rp        *httputil.ReverseProxy
 
@@ -40,7 +40,7 @@ type backend struct {
 }
 
 func (p *Proxy) newBackend(name string, cfg Backend) *backend {
-	b := &backend{name: name, cfg: cfg, trusted: p.trusted, prefix: []string{Prefix + name}}
+	b := &backend{name: name, cfg: cfg, trusted: &p.trusted, prefix: []string{Prefix + name}}
 
 	idle := defaultIdle
 	if cfg.MaxConcurrent > 0 {
@@ -117,7 +117,7 @@ func (b *backend) rewrite(pr *httputil.ProxyRequest) {
 			out.URL.RawPath = ""
 		}
 	}
-	setForwarded(pr, b.trusted)
+	setForwarded(pr, *b.trusted.Load())
 	// Shared by every request: net/http only reads header values, and a Set or Add
 	// on the outbound header would replace the slice or outgrow its capacity of 1.
 	out.Header["X-Forwarded-Prefix"] = b.prefix

@@ -202,6 +202,31 @@ func TestTrustedProxies(t *testing.T) {
 	}
 }
 
+// SetTrustedProxies applies to the next request, on a backend set before it.
+func TestSetTrustedProxiesAppliesLive(t *testing.T) {
+	t.Parallel()
+	p := New(Options{Logger: slog.New(slog.DiscardHandler)})
+	srv := httptest.NewServer(p)
+	t.Cleanup(srv.Close)
+	p.SetReady("hello", backendOf(t, upstream(t, echo)))
+	h := &harness{p: p, srv: srv, client: srv.Client()}
+	sent := http.Header{"X-Forwarded-For": {"203.0.113.7"}}
+	xff := func() string {
+		return strings.Join(decodeSeen(t, h.do(t, http.MethodGet, "/plugins/hello/", nil, sent)).Header["X-Forwarded-For"], ",")
+	}
+	if got := xff(); got != "127.0.0.1" {
+		t.Errorf("nothing trusted: X-Forwarded-For = %q, want the peer only", got)
+	}
+	p.SetTrustedProxies([]netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")})
+	if got := xff(); got != "203.0.113.7, 127.0.0.1" {
+		t.Errorf("127.0.0.1 trusted: X-Forwarded-For = %q, want the chain kept", got)
+	}
+	p.SetTrustedProxies(nil)
+	if got := xff(); got != "127.0.0.1" {
+		t.Errorf("trust withdrawn: X-Forwarded-For = %q, want the peer only", got)
+	}
+}
+
 func TestIsTrusted(t *testing.T) {
 	t.Parallel()
 	trusted := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("fd00::/8")}

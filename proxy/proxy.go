@@ -76,7 +76,7 @@ type Observer interface {
 type Proxy struct {
 	log     *slog.Logger
 	obs     Observer
-	trusted []netip.Prefix // immutable after New
+	trusted atomic.Pointer[[]netip.Prefix] // replaced whole by SetTrustedProxies, never modified
 	routes  atomic.Pointer[table]
 
 	mu sync.Mutex // serialises writers of routes, and guards live
@@ -97,14 +97,14 @@ type route struct {
 // New returns an empty Proxy: every plugin is unknown (404) until set.
 func New(opts Options) *Proxy {
 	p := &Proxy{
-		log:     opts.Logger,
-		obs:     opts.Observer,
-		trusted: slices.Clone(opts.TrustedProxies),
-		live:    make(map[string][]*backend),
+		log:  opts.Logger,
+		obs:  opts.Observer,
+		live: make(map[string][]*backend),
 	}
 	if p.log == nil {
 		p.log = slog.Default()
 	}
+	p.SetTrustedProxies(opts.TrustedProxies)
 	empty := table{}
 	p.routes.Store(&empty)
 	return p
@@ -258,6 +258,13 @@ func splitPluginPath(esc string) (name, rest string, ok bool) {
 		name, rest = s[:i], s[i:]
 	}
 	return name, rest, name != ""
+}
+
+// SetTrustedProxies replaces the trusted proxies (Options.TrustedProxies) for the
+// requests that arrive from now on: runner { trusted_proxies } applies on reload.
+func (p *Proxy) SetTrustedProxies(prefixes []netip.Prefix) {
+	t := slices.Clone(prefixes)
+	p.trusted.Store(&t)
 }
 
 // SetReady routes name to b, replacing any previous backend atomically;

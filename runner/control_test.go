@@ -3,10 +3,18 @@ package runner
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/xcore/runner/config"
+	"github.com/xcore/runner/proxy"
 )
 
 func TestRestartIsStartFirstAndPublishesEvents(t *testing.T) {
@@ -92,5 +100,60 @@ func TestLogs(t *testing.T) {
 	}
 	if _, err := h.Logs(context.Background(), "nope", false, 10); !errors.Is(err, ErrUnknownPlugin) {
 		t.Errorf("Logs(nope) = %v", err)
+	}
+}
+
+// trustRecorder is the proxy, recording what SetTrustedProxies is told.
+type trustRecorder struct {
+	*proxy.Proxy
+	mu  sync.Mutex
+	got [][]netip.Prefix
+}
+
+func (r *trustRecorder) SetTrustedProxies(p []netip.Prefix) {
+	r.mu.Lock()
+	r.got = append(r.got, p)
+	r.mu.Unlock()
+	r.Proxy.SetTrustedProxies(p)
+}
+
+// runner { trusted_proxies } applies on reload, to the proxy, without touching a plugin.
+func TestTrustedProxiesApplyOnReload(t *testing.T) {
+	f := newFake()
+	f.images["hello:1"] = "sha256:h"
+	path := filepath.Join(t.TempDir(), "plugins.hcl")
+	write := func(trusted string) {
+		body := fmt.Sprintf("runner {\n  listen = \"127.0.0.1:0\"\n  watch = false\n  trusted_proxies = [%s]\n}\n%s", trusted, hello("hi", "5s"))
+		if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("")
+	cfg, _, diags := config.Load(path)
+	if diags.HasErrors() {
+		t.Fatal(diags.Error())
+	}
+	rec := &trustRecorder{Proxy: proxy.New(proxy.Options{})}
+	r := New(Options{Config: cfg, ConfigPath: path, Sandbox: f, Router: rec})
+	t.Cleanup(func() { _ = r.Shutdown(context.Background()) })
+	if err := r.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+
+	write(`"10.0.0.0/8"`)
+	if res, err := r.ReloadNow(context.Background()); err != nil || !res.Applied || res.Changes {
+		t.Fatalf("reload: %+v %v, want applied without plugin changes", res, err)
+	}
+	if _, err := r.ReloadNow(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	rec.mu.Lock()
+	got := fmt.Sprint(rec.got)
+	rec.mu.Unlock()
+	if got != "[[10.0.0.0/8]]" {
+		t.Errorf("SetTrustedProxies calls %s, want one with 10.0.0.0/8 (none for the unchanged reload)", got)
+	}
+	if st := r.Statuses()[0]; st.Generation != 1 || f.runCount() != 1 {
+		t.Errorf("plugin touched: generation %d, %d starts", st.Generation, f.runCount())
 	}
 }

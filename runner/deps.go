@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"net/netip"
 	"time"
 
 	"github.com/xcore/runner/proxy"
@@ -34,7 +35,8 @@ type Router interface {
 	Remove(name string)
 	InFlight(name string) int
 	InFlightGeneration(name string, generation int) int
-	Close() // close idle upstream connections
+	SetTrustedProxies([]netip.Prefix) // runner { trusted_proxies }, live
+	Close()                           // close idle upstream connections
 }
 
 var (

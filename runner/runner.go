@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"net/netip"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -320,7 +321,7 @@ func (r *Runner) reconcile(ctx context.Context, t trigger) {
 				return
 			}
 		} else {
-			r.warnRunnerChanges(cfg, next)
+			r.applyRunnerChanges(cfg, next)
 			if r.svc != nil {
 				// url services' upstreams and headers apply live, before any replacement.
 				r.svc.SetConfig(next.Services, declaredServices(next))
@@ -365,11 +366,18 @@ func (r *Runner) reconcile(ctx context.Context, t trigger) {
 	}
 }
 
-// warnRunnerChanges: the runner block (listen addresses, state_dir, ...) is read at
-// start only; say so instead of silently ignoring an edit.
-func (r *Runner) warnRunnerChanges(old, next *config.Config) {
-	if !reflect.DeepEqual(old.Runner, next.Runner) {
-		r.log.Warn("changes to the runner block apply at the next start only")
+// applyRunnerChanges applies what of the runner block can change live (trusted_proxies)
+// and warns about the rest (listen addresses, state_dir, ...), read at start only,
+// instead of silently ignoring an edit.
+func (r *Runner) applyRunnerChanges(old, next *config.Config) {
+	if !slices.Equal(old.Runner.TrustedProxies, next.Runner.TrustedProxies) {
+		r.router.SetTrustedProxies(next.Runner.TrustedProxies)
+		r.log.Info("trusted proxies changed", "trusted_proxies", fmt.Sprint(next.Runner.TrustedProxies))
+	}
+	o, n := old.Runner, next.Runner
+	o.TrustedProxies, n.TrustedProxies = nil, nil
+	if !reflect.DeepEqual(o, n) {
+		r.log.Warn("changes to the runner block apply at the next start only (trusted_proxies excepted)")
 	}
 }
 
