@@ -140,13 +140,29 @@ func TestTrustedProxiesApplyOnReload(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// ReloadNow validates and plans; the reconcile loop applies it: wait for its event.
+	events, unsubscribe := r.Subscribe()
+	defer unsubscribe()
+	reload := func() {
+		t.Helper()
+		if res, err := r.ReloadNow(context.Background()); err != nil || !res.Applied || res.Changes {
+			t.Fatalf("reload: %+v %v, want applied without plugin changes", res, err)
+		}
+		deadline := time.After(5 * time.Second)
+		for {
+			select {
+			case ev := <-events:
+				if ev.Type == EventReload && ev.OK {
+					return
+				}
+			case <-deadline:
+				t.Fatal("no reload applied within 5s")
+			}
+		}
+	}
 	write(`"10.0.0.0/8"`)
-	if res, err := r.ReloadNow(context.Background()); err != nil || !res.Applied || res.Changes {
-		t.Fatalf("reload: %+v %v, want applied without plugin changes", res, err)
-	}
-	if _, err := r.ReloadNow(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	reload()
+	reload()
 	rec.mu.Lock()
 	got := fmt.Sprint(rec.got)
 	rec.mu.Unlock()
