@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"context"
 	"io"
 	"log/slog"
 	"net"
@@ -46,30 +45,11 @@ func (p *Proxy) newBackend(name string, cfg Backend) *backend {
 	if cfg.MaxConcurrent > 0 {
 		idle = cfg.MaxConcurrent
 	}
-	dialer := &net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}
-	tr := &http.Transport{
-		Proxy:                 nil, // never from the environment
-		DialContext:           dialer.DialContext,
-		ForceAttemptHTTP2:     false,
-		MaxIdleConns:          idle,
-		MaxIdleConnsPerHost:   idle,
-		IdleConnTimeout:       idleConnTimeout,
-		ExpectContinueTimeout: time.Second,
-		DisableCompression:    true, // pass Accept-Encoding through untouched
-	}
-
-	b.transport = &fastTransport{tr: tr, maxIdle: idle}
 	switch cfg.URL.Scheme {
 	case "unix":
 		// network = "none": HTTP over the plugin's unix socket.
-		sock := cfg.URL.Path
 		b.scheme, b.host = "http", "localhost"
-		tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return dialer.DialContext(ctx, "unix", sock)
-		}
-		b.transport.dial = func(ctx context.Context) (net.Conn, error) {
-			return dialer.DialContext(ctx, "unix", sock)
-		}
+		b.transport = newUpstream("unix", cfg.URL.Path, idle)
 	default:
 		b.scheme, b.host = cfg.URL.Scheme, cfg.URL.Host
 		b.basePath = strings.TrimSuffix(cfg.URL.EscapedPath(), "/")
@@ -77,9 +57,7 @@ func (p *Proxy) newBackend(name string, cfg Backend) *backend {
 		if cfg.URL.Port() == "" {
 			addr = net.JoinHostPort(cfg.URL.Hostname(), "80")
 		}
-		b.transport.dial = func(ctx context.Context) (net.Conn, error) {
-			return dialer.DialContext(ctx, "tcp", addr)
-		}
+		b.transport = newUpstream("tcp", addr, idle)
 	}
 
 	b.rp = &httputil.ReverseProxy{

@@ -40,6 +40,39 @@ type fastTransport struct {
 	reaper *time.Timer
 }
 
+// Upstream is the proxy's transport to one plugin endpoint (fastTransport).
+type Upstream interface {
+	http.RoundTripper
+	CloseIdleConnections()
+}
+
+// NewUpstream returns the transport the proxy uses to reach the plugin at addr on
+// network ("tcp": host:port; "unix": a socket path, whatever the request's host),
+// keeping at most maxIdle idle connections. The runner's health probes use it too, so
+// that a probe costs what a proxied GET costs.
+func NewUpstream(network, addr string, maxIdle int) Upstream {
+	return newUpstream(network, addr, maxIdle)
+}
+
+func newUpstream(network, addr string, maxIdle int) *fastTransport {
+	dialer := &net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}
+	dial := func(ctx context.Context) (net.Conn, error) { return dialer.DialContext(ctx, network, addr) }
+	return &fastTransport{
+		tr: &http.Transport{
+			Proxy:                 nil, // never from the environment
+			DialContext:           func(ctx context.Context, _, _ string) (net.Conn, error) { return dial(ctx) },
+			ForceAttemptHTTP2:     false,
+			MaxIdleConns:          maxIdle,
+			MaxIdleConnsPerHost:   maxIdle,
+			IdleConnTimeout:       idleConnTimeout,
+			ExpectContinueTimeout: time.Second,
+			DisableCompression:    true, // pass Accept-Encoding through untouched
+		},
+		dial:    dial,
+		maxIdle: maxIdle,
+	}
+}
+
 // upConn is one kept-alive connection of the fast path.
 type upConn struct {
 	net.Conn

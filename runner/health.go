@@ -1,7 +1,6 @@
 package runner
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -12,49 +11,62 @@ import (
 	"time"
 
 	"github.com/xcore/runner/config"
+	"github.com/xcore/runner/proxy"
 	"github.com/xcore/runner/sandbox"
 )
 
-// prober checks a plugin from the runner's side: scratch images have no shell, so Docker
-// HEALTHCHECKs cannot run inside them.
-type prober struct{}
-
-func newProber() *prober { return &prober{} }
-
-// probeConn is the connection a plugin's health probes reuse from one probe to the next.
-// A probe on it is one write and one read on the probing goroutine: a new connection per
-// probe (handshake, teardown) and http.Transport's two goroutines per connection cost an
-// idle runner with 200 plugins probed every 5 s about 4 % of a core. Owned by one
-// goroutine at a time (the plugin's supervisor); the zero value is ready to use.
+// probeConn is the transport a plugin's health probes reuse from one probe to the
+// next: the proxy's own (proxy.NewUpstream), one kept-alive connection per plugin, the
+// request written and the answer read on the probing goroutine. A new connection per
+// probe and http.Transport's two goroutines per connection cost an idle runner with 200
+// plugins probed every 5 s about 4 % of a core. Owned by one goroutine at a time (the
+// plugin's supervisor); the zero value is ready to use.
 type probeConn struct {
 	endpoint string
-	conn     net.Conn
-	br       *bufio.Reader
+	rt       proxy.Upstream
 }
 
 // Close closes the kept connection, if any.
 func (k *probeConn) Close() {
-	if k != nil && k.conn != nil {
-		k.conn.Close()
-		k.conn, k.br = nil, nil
+	if k != nil && k.rt != nil {
+		k.rt.CloseIdleConnections()
+		k.rt = nil
 	}
 }
 
-// probe runs one check of endpoint (host:port, or unix:<socket>). With a health path, it
-// wants a 2xx/3xx answer. Without one it wants the plugin to be listening: a TCP connect
-// when the runner dials the container itself, but an HTTP answer of any status through a
-// published port, because Docker's userland proxy accepts connections even when nothing
-// listens behind it. kc keeps the HTTP connection for the next probe; nil: a connection
-// for this probe only.
-func (p *prober) probe(ctx context.Context, kc *probeConn, endpoint string, h config.Health, published bool) error {
+// transport returns the transport to endpoint (host:port, or unix:<socket>), a new one
+// when the endpoint changed (a new container).
+func (k *probeConn) transport(endpoint string) proxy.Upstream {
+	if k.rt == nil || k.endpoint != endpoint {
+		k.Close()
+		k.endpoint = endpoint
+		if sock, ok := strings.CutPrefix(endpoint, "unix:"); ok {
+			k.rt = proxy.NewUpstream("unix", sock, 1)
+		} else {
+			k.rt = proxy.NewUpstream("tcp", endpoint, 1)
+		}
+	}
+	return k.rt
+}
+
+// probe checks a plugin from the runner's side (scratch images have no shell, so Docker
+// HEALTHCHECKs cannot run inside them): one check of endpoint (host:port, or unix:<socket>). With a health path, it
+// wants a 2xx/3xx answer. Without one it wants the plugin to be listening: a connect
+// when the runner dials the container itself (or its socket), but an HTTP answer of any
+// status through a published port, because Docker's userland proxy accepts connections
+// even when nothing listens behind it. kc keeps the connection for the next probe; nil:
+// a connection for this probe only.
+func probe(ctx context.Context, kc *probeConn, endpoint string, h config.Health, published bool) error {
 	ctx, cancel := context.WithTimeout(ctx, h.Timeout)
 	defer cancel()
-	if sock, ok := strings.CutPrefix(endpoint, "unix:"); ok {
-		return p.probeUnix(ctx, sock, h)
-	}
-	if h.Path == "" && !published {
+	sock, unix := strings.CutPrefix(endpoint, "unix:")
+	if h.Path == "" && (unix || !published) {
+		network, addr := "tcp", endpoint
+		if unix {
+			network, addr = "unix", sock
+		}
 		var d net.Dialer
-		c, err := d.DialContext(ctx, "tcp", endpoint)
+		c, err := d.DialContext(ctx, network, addr)
 		if err != nil {
 			return err
 		}
@@ -68,97 +80,23 @@ func (p *prober) probe(ctx context.Context, kc *probeConn, endpoint string, h co
 		kc = &probeConn{}
 		defer kc.Close()
 	}
-	status, err := kc.get(ctx, endpoint, path)
+	host := endpoint
+	if unix {
+		host = "plugin"
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+host+path, nil)
 	if err != nil {
 		return err
-	}
-	if h.Path != "" && status >= 400 {
-		return fmt.Errorf("GET %s: status %d", h.Path, status)
-	}
-	return nil
-}
-
-// get sends GET path to endpoint on the kept connection (dialled when there is none or
-// it is for another endpoint) and returns the answer's status. A kept connection that
-// fails is closed, and the request tried once more on a new one: the plugin may have
-// closed it while idle.
-func (k *probeConn) get(ctx context.Context, endpoint, path string) (int, error) {
-	if k.endpoint != endpoint {
-		k.Close()
-		k.endpoint = endpoint
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+endpoint+path, nil)
-	if err != nil {
-		return 0, err
 	}
 	req.Header.Set("User-Agent", "xcore-runner-health")
-	deadline, _ := ctx.Deadline()
-	for {
-		fresh := k.conn == nil
-		if fresh {
-			var d net.Dialer
-			c, err := d.DialContext(ctx, "tcp", endpoint)
-			if err != nil {
-				return 0, err
-			}
-			k.conn, k.br = c, bufio.NewReaderSize(c, 4<<10)
-		}
-		status, err := k.roundTrip(req, deadline)
-		if err == nil {
-			return status, nil
-		}
-		k.Close()
-		if fresh || ctx.Err() != nil {
-			return 0, err
-		}
-	}
-}
-
-// roundTrip writes req and reads its answer, all before deadline; the body is drained
-// (up to 64 KiB) so that the connection can carry the next probe.
-func (k *probeConn) roundTrip(req *http.Request, deadline time.Time) (int, error) {
-	_ = k.conn.SetDeadline(deadline)
-	if err := req.Write(k.conn); err != nil {
-		return 0, err
-	}
-	resp, err := http.ReadResponse(k.br, req)
-	if err != nil {
-		return 0, err
-	}
-	n, _ := io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-	resp.Body.Close()
-	if resp.Close || n == 64<<10 {
-		k.Close() // the plugin wants it closed, or the rest of the body is unread
-	}
-	return resp.StatusCode, nil
-}
-
-// probeUnix probes a network = "none" plugin over its socket: connecting is the TCP
-// probe's equivalent; with a path, an HTTP GET over the socket.
-func (p *prober) probeUnix(ctx context.Context, sock string, h config.Health) error {
-	var d net.Dialer
-	if h.Path == "" {
-		c, err := d.DialContext(ctx, "unix", sock)
-		if err != nil {
-			return err
-		}
-		return c.Close()
-	}
-	client := &http.Client{Transport: &http.Transport{
-		DisableKeepAlives: true,
-		DialContext:       func(ctx context.Context, _, _ string) (net.Conn, error) { return d.DialContext(ctx, "unix", sock) },
-	}}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://plugin"+h.Path, nil)
+	resp, err := kc.transport(endpoint).RoundTrip(req)
 	if err != nil {
 		return err
 	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return err
-	}
+	// Read to the end (up to 64 KiB) so that the connection carries the next probe.
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	resp.Body.Close()
-	if resp.StatusCode >= 400 {
+	if h.Path != "" && resp.StatusCode >= 400 {
 		return fmt.Errorf("GET %s: status %d", h.Path, resp.StatusCode)
 	}
 	return nil
@@ -180,7 +118,7 @@ func (r *Runner) waitHealthy(ctx context.Context, ctr sandbox.Container, pc *con
 	var kc probeConn
 	defer kc.Close()
 	for {
-		if lastErr = r.prober.probe(ctx, &kc, ctr.Endpoint, h, published); lastErr == nil {
+		if lastErr = probe(ctx, &kc, ctr.Endpoint, h, published); lastErr == nil {
 			return nil
 		}
 		r.log.Debug("start probe failed", "container", ctr.Name, "err", lastErr)

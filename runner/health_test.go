@@ -37,11 +37,10 @@ func TestProbeKeepsItsConnection(t *testing.T) {
 			http.Error(w, "wrong request "+r.URL.Path, 400)
 		}
 	})
-	p := newProber()
 	var kc probeConn
 	defer kc.Close()
 	for i := range 5 {
-		if err := p.probe(context.Background(), &kc, ep, probeHealth, false); err != nil {
+		if err := probe(context.Background(), &kc, ep, probeHealth, false); err != nil {
 			t.Fatalf("probe %d: %v", i, err)
 		}
 	}
@@ -49,7 +48,7 @@ func TestProbeKeepsItsConnection(t *testing.T) {
 		t.Errorf("5 probes with a kept connection opened %d connections, want 1", n)
 	}
 	for range 3 {
-		if err := p.probe(context.Background(), nil, ep, probeHealth, false); err != nil {
+		if err := probe(context.Background(), nil, ep, probeHealth, false); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -62,19 +61,18 @@ func TestProbeKeepsItsConnection(t *testing.T) {
 // connection after answering, does not fail a probe.
 func TestProbeSurvivesClosedConnections(t *testing.T) {
 	ep, srv, conns := probeServer(t, func(http.ResponseWriter, *http.Request) {})
-	p := newProber()
 	var kc probeConn
 	defer kc.Close()
-	if err := p.probe(context.Background(), &kc, ep, probeHealth, false); err != nil {
+	if err := probe(context.Background(), &kc, ep, probeHealth, false); err != nil {
 		t.Fatal(err)
 	}
 	srv.CloseClientConnections()
-	if err := p.probe(context.Background(), &kc, ep, probeHealth, false); err != nil {
+	if err := probe(context.Background(), &kc, ep, probeHealth, false); err != nil {
 		t.Fatalf("probe after the plugin closed the kept connection: %v", err)
 	}
 	srv.Config.SetKeepAlivesEnabled(false) // "Connection: close" on every answer
 	for i := range 3 {
-		if err := p.probe(context.Background(), &kc, ep, probeHealth, false); err != nil {
+		if err := probe(context.Background(), &kc, ep, probeHealth, false); err != nil {
 			t.Fatalf("probe %d of a plugin that closes connections: %v", i, err)
 		}
 	}
@@ -94,7 +92,6 @@ func TestProbeVerdicts(t *testing.T) {
 		}
 		w.WriteHeader(int(status.Load()))
 	})
-	p := newProber()
 	var kc probeConn
 	defer kc.Close()
 	for _, tc := range []struct {
@@ -110,13 +107,13 @@ func TestProbeVerdicts(t *testing.T) {
 		{500, config.Health{Timeout: time.Second}, true, true}, // published, no path: any answer
 	} {
 		status.Store(int64(tc.status))
-		err := p.probe(context.Background(), &kc, ep, tc.h, tc.published)
+		err := probe(context.Background(), &kc, ep, tc.h, tc.published)
 		if (err == nil) != tc.ok {
 			t.Errorf("status %d, path %q, published %v: err = %v, want ok = %v", tc.status, tc.h.Path, tc.published, err, tc.ok)
 		}
 	}
 	begin := time.Now()
-	err := p.probe(context.Background(), &kc, ep, config.Health{Path: "/hang", Timeout: 200 * time.Millisecond}, false)
+	err := probe(context.Background(), &kc, ep, config.Health{Path: "/hang", Timeout: 200 * time.Millisecond}, false)
 	if took := time.Since(begin); err == nil || took > time.Second {
 		t.Errorf("hanging plugin: err = %v after %s, want an error at the 200ms timeout", err, took)
 	}

@@ -54,7 +54,6 @@ type Runner struct {
 	log      *slog.Logger
 	onStatus func(Status)
 	keep     bool
-	prober   *prober
 	engine   chan struct{} // runner.start_concurrency slots: containers being created+started or removed
 
 	mu       sync.Mutex
@@ -99,7 +98,7 @@ func New(o Options) *Runner {
 	}
 	return &Runner{
 		cfgPath: o.ConfigPath, cfg: o.Config, sb: o.Sandbox, router: o.Router, log: log,
-		onStatus: o.OnStatus, keep: o.Keep || o.Config.Runner.KeepOnExit, prober: newProber(), svc: o.Services,
+		onStatus: o.OnStatus, keep: o.Keep || o.Config.Runner.KeepOnExit, svc: o.Services,
 		sups: map[string]*supervisor{}, retiring: map[string]<-chan struct{}{}, gens: map[string]int{},
 		kick: make(chan struct{}, 1), engine: make(chan struct{}, startConcurrency(o.Config)),
 	}

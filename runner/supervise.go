@@ -63,7 +63,7 @@ func (s *supervisor) checkHealth(ctx context.Context) {
 	}
 	h := s.cur.cfg.Supervisor.Health
 	published := s.r.config().Runner.Reach != "address"
-	err := s.r.prober.probe(ctx, &s.probeConn, s.cur.ctr.Endpoint, h, published)
+	err := probe(ctx, &s.probeConn, s.cur.ctr.Endpoint, h, published)
 	if err == nil {
 		if s.probeFails > 0 {
 			s.r.log.Info("plugin healthy again", "plugin", s.name)
