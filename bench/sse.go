@@ -109,11 +109,7 @@ func renderSSE(rows []sseRow, t *tools) string {
 	b.WriteString("| reach | target | requests | TTFB p50 | TTFB p99 | TTFB max | whole stream p50 | runner/direct (p50) | runner/nginx (p50) |\n")
 	b.WriteString("|---|---|---:|---:|---:|---:|---:|---:|---:|\n")
 	find := func(mode, target string) *sseRow {
-		i := slices.IndexFunc(rows, func(r sseRow) bool { return r.mode == mode && r.target == target })
-		if i < 0 {
-			return nil
-		}
-		return &rows[i]
+		return findRow(rows, func(r sseRow) bool { return r.mode == mode && r.target == target })
 	}
 	for _, r := range rows {
 		vsDirect, vsNginx := "", ""

@@ -222,11 +222,7 @@ func renderProxy(rows []proxyRow, e *env) string {
 	b.WriteString("| reach | request | target | answer | req/s | p50 | p99 | runner/direct | runner/nginx | errors |\n")
 	b.WriteString("|---|---|---|---:|---:|---:|---:|---:|---:|---:|\n")
 	find := func(mode, req, target string) *proxyRow {
-		i := slices.IndexFunc(rows, func(r proxyRow) bool { return r.mode == mode && r.request == req && r.target == target })
-		if i < 0 {
-			return nil
-		}
-		return &rows[i]
+		return findRow(rows, func(r proxyRow) bool { return r.mode == mode && r.request == req && r.target == target })
 	}
 	for _, r := range rows {
 		vsDirect, vsNginx := "", ""
@@ -333,4 +329,12 @@ func (s *rssSampler) stop() int64 {
 	close(s.done)
 	s.wg.Wait()
 	return s.peak
+}
+
+// findRow returns the first row that match accepts, or nil.
+func findRow[T any](rows []T, match func(T) bool) *T {
+	if i := slices.IndexFunc(rows, match); i >= 0 {
+		return &rows[i]
+	}
+	return nil
 }
