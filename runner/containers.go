@@ -2,6 +2,8 @@ package runner
 
 import (
 	"context"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/xcore/runner/sandbox"
@@ -42,10 +44,11 @@ func (r *Runner) watchEngine() {
 		case sandbox.EventResync:
 			if !ev.LostAt.IsZero() {
 				r.mu.Lock()
-				for _, s := range r.sups {
+				sups := slices.Collect(maps.Values(r.sups))
+				r.mu.Unlock()
+				for _, s := range sups {
 					s.engineBack(ev.LostAt)
 				}
-				r.mu.Unlock()
 			}
 			r.Resync()
 		case sandbox.EventDie, sandbox.EventOOM:
