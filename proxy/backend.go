@@ -3,7 +3,6 @@ package proxy
 import (
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/netip"
@@ -20,49 +19,23 @@ const (
 	bufferSize      = 32 << 10
 )
 
-// backend is one generation of one plugin: its transport, its ReverseProxy
-// and its in-flight counter. Built once by SetReady, immutable afterwards but
-// for the counters.
+// backend is one generation of one plugin as SetReady gave it: its settings, its
+// targets (the instances that serve) and the ReverseProxy in front of them. Immutable
+// once built; the targets' counters are shared with the backends before and after it.
 type backend struct {
-	name      string
-	cfg       Backend
-	trusted   *atomic.Pointer[[]netip.Prefix] // the Proxy's: read per request
-	scheme    string                          // of the outbound URL
-	host      string                          // of the outbound URL and its Host header
-	basePath  string                          // the backend URL's path, without a trailing slash
-	prefix    []string                        // X-Forwarded-Prefix: /plugins/<name>, built once
-	transport *fastTransport
-	rp        *httputil.ReverseProxy
-
-	active  atomic.Int64 // requests in flight
-	retired atomic.Bool  // replaced or removed: close idle conns once active hits 0
+	name    string
+	cfg     Backend
+	trusted *atomic.Pointer[[]netip.Prefix] // the Proxy's: read per request
+	prefix  []string                        // X-Forwarded-Prefix: /plugins/<name>, built once
+	targets []*target
+	rp      *httputil.ReverseProxy
 }
 
-func (p *Proxy) newBackend(name string, cfg Backend) *backend {
-	b := &backend{name: name, cfg: cfg, trusted: &p.trusted, prefix: []string{Prefix + name}}
-
-	idle := defaultIdle
-	if cfg.MaxConcurrent > 0 {
-		idle = cfg.MaxConcurrent
-	}
-	switch cfg.URL.Scheme {
-	case "unix":
-		// network = "none": HTTP over the plugin's unix socket.
-		b.scheme, b.host = "http", "localhost"
-		b.transport = newUpstream("unix", cfg.URL.Path, idle)
-	default:
-		b.scheme, b.host = cfg.URL.Scheme, cfg.URL.Host
-		b.basePath = strings.TrimSuffix(cfg.URL.EscapedPath(), "/")
-		addr := cfg.URL.Host
-		if cfg.URL.Port() == "" {
-			addr = net.JoinHostPort(cfg.URL.Hostname(), "80")
-		}
-		b.transport = newUpstream("tcp", addr, idle)
-	}
-
+func (p *Proxy) newBackend(name string, cfg Backend, targets []*target) *backend {
+	b := &backend{name: name, cfg: cfg, trusted: &p.trusted, prefix: []string{Prefix + name}, targets: targets}
 	b.rp = &httputil.ReverseProxy{
 		Rewrite:   b.rewrite,
-		Transport: b.transport,
+		Transport: b,
 		// 0, not -1: ReverseProxy flushes server-sent events and bodies of unknown
 		// length after every write anyway. A body of known length is left to
 		// net/http's buffered writer, so that a small answer leaves in one write
@@ -78,23 +51,96 @@ func (p *Proxy) newBackend(name string, cfg Backend) *backend {
 	return b
 }
 
+// maxIdle is how many idle connections a target keeps: as many as it may have requests
+// in flight.
+func maxIdle(cfg Backend) int {
+	if cfg.MaxConcurrent > 0 {
+		return cfg.MaxConcurrent
+	}
+	return defaultIdle
+}
+
+// RoundTrip sends the request to the target servePlugin acquired for it. A request that
+// could not connect is sent once to another instance (nothing reached the first), and
+// so is a GET or HEAD whose connection broke before any of the answer came (it can be
+// repeated): what nginx's proxy_next_upstream error does.
+func (b *backend) RoundTrip(req *http.Request) (*http.Response, error) {
+	st := stateOf(req.Context())
+	t := st.target
+	var body *replayableBody
+	if len(b.targets) > 1 && req.Body != nil && req.Body != http.NoBody {
+		body = &replayableBody{ReadCloser: req.Body}
+		req.Body = body
+	}
+	res, err := t.transport.RoundTrip(req)
+	if err == nil {
+		t.answered()
+		return res, nil
+	}
+	dial := connectFailed(err)
+	if dial {
+		t.connFailed()
+	}
+	if len(b.targets) < 2 || req.Context().Err() != nil ||
+		!(dial || (req.Method == http.MethodGet || req.Method == http.MethodHead) && connBroke(err)) ||
+		(body != nil && body.started.Load()) {
+		return nil, err
+	}
+	next, r := pick(b.targets, int64(b.cfg.MaxConcurrent), t)
+	if r != acquired {
+		return nil, err
+	}
+	t.release()
+	st.target = next
+	retry := req.Clone(req.Context())
+	retry.URL.Host, retry.Host = next.host, next.host
+	if body != nil {
+		retry.Body = &replayableBody{ReadCloser: body.ReadCloser}
+	}
+	res, err = next.transport.RoundTrip(retry)
+	if err == nil {
+		next.answered()
+	} else if connectFailed(err) {
+		next.connFailed()
+	}
+	return res, err
+}
+
+// replayableBody lets a request body that nobody began to read go to a second
+// instance: the transport closes the body when its connection fails, and a Close before
+// any Read is remembered instead of done (the server closes the client's body when the
+// handler returns). A Close after a Read began is done at once: it may be what unblocks
+// that Read.
+type replayableBody struct {
+	io.ReadCloser
+	started atomic.Bool
+	closed  atomic.Bool
+}
+
+func (b *replayableBody) Read(p []byte) (int, error) {
+	b.started.Store(true)
+	if b.closed.Load() {
+		return 0, http.ErrBodyReadAfterClose
+	}
+	return b.ReadCloser.Read(p)
+}
+
+func (b *replayableBody) Close() error {
+	if b.started.Load() {
+		return b.ReadCloser.Close()
+	}
+	b.closed.Store(true)
+	return nil
+}
+
 // rewrite points the outbound request at the backend. The path was already
 // stripped of /plugins/<name> by servePlugin.
 func (b *backend) rewrite(pr *httputil.ProxyRequest) {
 	st := stateOf(pr.In.Context())
 	out := pr.Out
-	out.URL.Scheme = b.scheme
-	out.URL.Host = b.host
-	out.Host = b.host
-	if b.basePath != "" {
-		// Join, never "resolve": /base + /a%2Fb = /base/a%2Fb.
-		esc := b.basePath + out.URL.EscapedPath()
-		out.URL.RawPath = esc
-		out.URL.Path = strings.TrimSuffix(b.cfg.URL.Path, "/") + out.URL.Path
-		if out.URL.EscapedPath() != esc {
-			out.URL.RawPath = ""
-		}
-	}
+	out.URL.Scheme = "http"
+	out.URL.Host = st.target.host
+	out.Host = st.target.host
 	setForwarded(pr, *b.trusted.Load())
 	// Shared by every request: net/http only reads header values, and a Set or Add
 	// on the outbound header would replace the slice or outgrow its capacity of 1.
@@ -222,62 +268,6 @@ func isStream(res *http.Response) bool {
 	}
 	mt, _, _ := strings.Cut(res.Header.Get("Content-Type"), ";")
 	return strings.EqualFold(strings.TrimSpace(mt), "text/event-stream")
-}
-
-// acquireResult is what acquire decided.
-type acquireResult int
-
-const (
-	acquired acquireResult = iota
-	overCapacity
-	retiredBackend // replaced meanwhile: look the route up again
-)
-
-// acquire counts a request in. Never blocks. It refuses a retired backend: the
-// runner stops a replaced container once its backend has nothing in flight, so a
-// request that looked the route up just before the swap must not slip in after
-// that check. Both sides write their own flag before reading the other's, so
-// either the request sees retired or the drainer sees it in flight.
-func (b *backend) acquire() acquireResult {
-	limit := int64(b.cfg.MaxConcurrent)
-	for {
-		n := b.active.Load()
-		if limit > 0 && n >= limit {
-			return overCapacity
-		}
-		if b.active.CompareAndSwap(n, n+1) {
-			break
-		}
-	}
-	if b.retired.Load() {
-		b.release()
-		return retiredBackend
-	}
-	return acquired
-}
-
-// release counts a request out; the last one out of a retired backend closes
-// its idle connections.
-func (b *backend) release() {
-	if b.active.Add(-1) == 0 && b.retired.Load() {
-		b.transport.CloseIdleConnections()
-	}
-}
-
-// retire marks b replaced. Its idle connections are closed now if nothing is in
-// flight, else by the last release. Either order of a racing acquire/release
-// and retire ends with a close after the last use: both sides check the other
-// after writing their own flag.
-func (b *backend) retire() {
-	b.retired.Store(true)
-	if b.active.Load() == 0 {
-		b.transport.CloseIdleConnections()
-	}
-}
-
-// drained reports whether b is retired with nothing in flight.
-func (b *backend) drained() bool {
-	return b.retired.Load() && b.active.Load() == 0
 }
 
 // bufPool recycles the ReverseProxy's copy buffers.

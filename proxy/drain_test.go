@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -12,29 +11,32 @@ import (
 )
 
 // A request that looked up the route just before a swap must not be counted in on the
-// retired backend after the runner saw it drained: acquire refuses, the caller retries.
-func TestAcquireRefusesRetiredBackend(t *testing.T) {
+// retired target after the runner saw it drained: acquire refuses, the caller retries.
+func TestAcquireRefusesRetiredTarget(t *testing.T) {
 	t.Parallel()
-	p := New(Options{})
-	u, _ := url.Parse("http://127.0.0.1:1")
-	b := p.newBackend("x", Backend{URL: u, Generation: 1})
-	if got := b.acquire(); got != acquired {
-		t.Fatalf("acquire on live backend = %v", got)
+	tg := newTarget(Target{ID: "a", Network: "tcp", Address: "127.0.0.1:1"}, 1)
+	if got := tg.acquire(0); got != acquired {
+		t.Fatalf("acquire on live target = %v", got)
 	}
-	b.retire()
-	if got := b.acquire(); got != retiredBackend {
-		t.Fatalf("acquire on retired backend = %v, want retiredBackend", got)
+	tg.retire()
+	if got := tg.acquire(0); got != retiredTarget {
+		t.Fatalf("acquire on retired target = %v, want retiredTarget", got)
 	}
-	if n := b.active.Load(); n != 1 {
+	if n := tg.active.Load(); n != 1 {
 		t.Fatalf("active = %d after refused acquire, want 1 (only the first)", n)
 	}
-	b.release()
-	if !b.drained() {
-		t.Error("not drained after the last release")
+	if tg.isReleased() {
+		t.Fatal("released with a request in flight")
+	}
+	tg.release()
+	if !tg.isReleased() {
+		t.Error("not released after the last release")
 	}
 }
 
-func TestInFlightGeneration(t *testing.T) {
+// Released fires for a target that left the set once its last request finished, and
+// not before; a target that stays is not released.
+func TestReleasedAfterItsLastRequest(t *testing.T) {
 	t.Parallel()
 	hold := make(chan struct{})
 	entered := make(chan struct{}, 1)
@@ -43,10 +45,12 @@ func TestInFlightGeneration(t *testing.T) {
 		<-hold
 	}))
 	defer up.Close()
-	u, _ := url.Parse(up.URL)
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	defer other.Close()
 	p := New(Options{})
 	defer p.Close()
-	p.SetReady("x", Backend{URL: u, Generation: 1})
+	a, b := targetOf(t, up.URL), targetOf(t, other.URL)
+	p.SetReady("x", Backend{Targets: []Target{a}, Generation: 1})
 	front := httptest.NewServer(p)
 	defer front.Close()
 
@@ -59,17 +63,36 @@ func TestInFlightGeneration(t *testing.T) {
 		}
 	}()
 	<-entered
-	p.SetReady("x", Backend{URL: u, Generation: 2})
-	if n := p.InFlightGeneration("x", 1); n != 1 {
-		t.Errorf("generation 1 in flight = %d, want 1", n)
+	p.SetReady("x", Backend{Targets: []Target{b}, Generation: 2})
+	select {
+	case <-p.Released("x", a.ID):
+		t.Fatal("released with a request in flight")
+	default:
 	}
-	if n := p.InFlightGeneration("x", 2); n != 0 {
-		t.Errorf("generation 2 in flight = %d, want 0", n)
+	if n := p.InFlight("x"); n != 1 {
+		t.Errorf("in flight = %d, want 1", n)
 	}
 	close(hold)
 	<-done
-	// The client can have its answer a moment before the proxy counts the request out.
-	eventually(t, "generation 1 drained", func() bool { return p.InFlightGeneration("x", 1) == 0 })
+	select {
+	case <-p.Released("x", a.ID):
+	case <-time.After(10 * time.Second):
+		t.Fatal("not released after its last request")
+	}
+	select {
+	case <-p.Released("x", b.ID):
+		t.Error("the serving target is released")
+	default:
+	}
+	if n := p.InFlight("x"); n != 0 {
+		t.Errorf("in flight = %d after the request, want 0", n)
+	}
+	p.Remove("x")
+	select {
+	case <-p.Released("x", b.ID):
+	case <-time.After(10 * time.Second):
+		t.Fatal("an idle target of a removed plugin is not released")
+	}
 }
 
 type recordingObserver struct {
@@ -91,11 +114,10 @@ func TestObserverSeesConfiguredPluginsOnly(t *testing.T) {
 		}
 	}))
 	defer up.Close()
-	u, _ := url.Parse(up.URL)
 	obs := &recordingObserver{}
 	p := New(Options{Observer: obs})
 	defer p.Close()
-	p.SetReady("x", Backend{URL: u, Generation: 1})
+	p.SetReady("x", Backend{Targets: []Target{targetOf(t, up.URL)}, Generation: 1})
 	p.SetNotReady("y", "starting")
 	front := httptest.NewServer(p)
 	defer front.Close()

@@ -53,8 +53,7 @@ func FuzzPluginPath(f *testing.F) {
 			_ = json.NewEncoder(w).Encode(seenBytes{Path: []byte(r.URL.Path), Escaped: []byte(r.URL.EscapedPath())})
 		}))
 		f.Cleanup(up.Close)
-		u, _ := url.Parse(up.URL)
-		p.SetReady(name, Backend{URL: u})
+		p.SetReady(name, Backend{Targets: []Target{targetOf(f, up.URL)}})
 	}
 	f.Cleanup(p.Close)
 

@@ -64,7 +64,18 @@ func upstream(t testing.TB, handler http.HandlerFunc) *httptest.Server {
 
 func backendOf(t testing.TB, srv *httptest.Server) Backend {
 	t.Helper()
-	return Backend{URL: mustURL(t, srv.URL), Generation: 1}
+	return Backend{Targets: []Target{targetOf(t, srv.URL)}, Generation: 1}
+}
+
+// targetOf is the target a test server URL names: http://host:port or unix:///path.
+// Its ID is the URL, so that the same server is the same target.
+func targetOf(t testing.TB, raw string) Target {
+	t.Helper()
+	u := mustURL(t, raw)
+	if u.Scheme == "unix" {
+		return Target{ID: raw, Network: "unix", Address: u.Path}
+	}
+	return Target{ID: raw, Network: "tcp", Address: u.Host}
 }
 
 func mustURL(t testing.TB, s string) *url.URL {

@@ -34,17 +34,16 @@ const Prefix = "/plugins/"
 
 // Backend is where a ready plugin's requests go, and the limits that apply to them.
 type Backend struct {
-	// URL is the plugin's HTTP endpoint, e.g. http://127.0.0.1:49153.
-	// A "unix" URL (unix:///run/xcore/hello/plugin.sock) dials that socket.
-	URL *url.URL
+	// Targets are the instances that serve, balanced by fewest requests in flight.
+	Targets []Target
 	// Generation is informational (logs).
 	Generation int
 	// RequestTimeout bounds a request until the plugin has answered it
 	// (0 = none); exceeded → 504. A server-sent event stream or a protocol
 	// upgrade (WebSocket) is no longer bounded once its response headers arrive.
 	RequestTimeout time.Duration
-	// MaxConcurrent caps the requests in flight on this backend (0 = unlimited);
-	// beyond it → 503 + Retry-After at once, no queueing.
+	// MaxConcurrent caps the requests in flight on each target (0 = unlimited);
+	// beyond it on every target → 503 + Retry-After at once, no queueing.
 	MaxConcurrent int
 	// MaxBody caps the request body in bytes (0 = unlimited); beyond it → 413.
 	MaxBody int64
@@ -79,10 +78,10 @@ type Proxy struct {
 	trusted atomic.Pointer[[]netip.Prefix] // replaced whole by SetTrustedProxies, never modified
 	routes  atomic.Pointer[table]
 
-	mu sync.Mutex // serialises writers of routes, and guards live
-	// live holds every backend per plugin that may still have requests in
-	// flight: the current one and the retired ones still draining.
-	live map[string][]*backend
+	mu sync.Mutex // serialises writers of routes, and guards targets
+	// targets holds every target per plugin that may still have requests in flight:
+	// the current ones and the retired ones still draining, by ID.
+	targets map[string]map[string]*target
 }
 
 // table is the immutable route table: never modified once published.
@@ -99,7 +98,7 @@ func New(opts Options) *Proxy {
 	p := &Proxy{
 		log:  opts.Logger,
 		obs:  opts.Observer,
-		live: make(map[string][]*backend),
+		targets: make(map[string]map[string]*target),
 	}
 	if p.log == nil {
 		p.log = slog.Default()
@@ -166,13 +165,14 @@ func (p *Proxy) servePlugin(w http.ResponseWriter, r *http.Request, st *reqState
 			p.fail(w, r, st, errBodyTooLarge)
 			return
 		}
-		switch rt.backend.acquire() {
+		t, res := pick(rt.backend.targets, int64(rt.backend.cfg.MaxConcurrent), nil)
+		switch res {
 		case acquired:
-			b = rt.backend
+			b, st.target = rt.backend, t
 		case overCapacity:
 			p.fail(w, r, st, errOverCapacity)
 			return
-		case retiredBackend:
+		case retiredTarget:
 			// Swapped under us: the table already holds the successor. Bounded in
 			// case a pathological stream of swaps keeps racing us.
 			if attempt >= 8 {
@@ -182,7 +182,7 @@ func (p *Proxy) servePlugin(w http.ResponseWriter, r *http.Request, st *reqState
 		}
 	}
 	st.generation = b.cfg.Generation
-	defer b.release()
+	defer func() { st.target.release() }() // the target a retry moved to, if it did
 
 	// The timeout is a timer rather than a context deadline so that it can be
 	// stopped once a stream (SSE, WebSocket) has answered: see modifyResponse.
@@ -267,38 +267,59 @@ func (p *Proxy) SetTrustedProxies(prefixes []netip.Prefix) {
 	p.trusted.Store(&t)
 }
 
-// SetReady routes name to b, replacing any previous backend atomically;
-// requests already in flight on the old backend finish there.
+// SetReady routes name to b's targets, replacing the previous set atomically.
+// Targets that stay (same ID) keep their connections and counts; those that leave
+// finish their requests in flight and are released (see Released).
 func (p *Proxy) SetReady(name string, b Backend) {
-	if b.URL == nil {
-		p.log.Error("proxy: backend without URL", "plugin", name, "generation", b.Generation)
-		p.SetNotReady(name, "no backend URL")
+	if len(b.Targets) == 0 {
+		p.log.Error("proxy: backend without targets", "plugin", name, "generation", b.Generation)
+		p.SetNotReady(name, "no instance to route to")
 		return
 	}
-	nb := p.newBackend(name, b)
-	p.swap(name, &route{backend: nb}, nb)
+	p.swap(name, func(known map[string]*target) *route {
+		ts := make([]*target, 0, len(b.Targets))
+		for _, spec := range b.Targets {
+			t := known[spec.ID]
+			if t == nil || t.isReleased() || t.Target != spec {
+				if t != nil {
+					t.retire()
+				}
+				t = newTarget(spec, maxIdle(b))
+				known[spec.ID] = t
+			}
+			// Back in the set: a target taken out (a failed probe) and put back
+			// before it drained serves again.
+			t.retired.Store(false)
+			ts = append(ts, t)
+		}
+		return &route{backend: p.newBackend(name, b, ts)}
+	})
 }
 
 // SetNotReady makes name known but unavailable: its requests get 503 with
 // Retry-After and reason (e.g. "starting", "image xyz not found") in the detail.
 func (p *Proxy) SetNotReady(name, reason string) {
-	p.swap(name, &route{reason: reason}, nil)
+	p.swap(name, func(map[string]*target) *route { return &route{reason: reason} })
 }
 
 // Remove forgets name: its next requests get 404. Requests in flight finish.
 func (p *Proxy) Remove(name string) {
-	p.swap(name, nil, nil)
+	p.swap(name, func(map[string]*target) *route { return nil })
 }
 
-// swap publishes a new table where name maps to rt (nil: removed), registers
-// nb as live, and retires the backend rt replaced.
-func (p *Proxy) swap(name string, rt *route, nb *backend) {
+// swap publishes a new table where name maps to the route build returns (nil:
+// removed). build gets name's known targets to reuse or add to; every known target
+// that is not in the new route is retired.
+func (p *Proxy) swap(name string, build func(known map[string]*target) *route) {
 	p.mu.Lock()
-	cur := *p.routes.Load()
-	var old *backend
-	if prev := cur[name]; prev != nil {
-		old = prev.backend
+	defer p.mu.Unlock()
+	known := p.targets[name]
+	if known == nil {
+		known = map[string]*target{}
+		p.targets[name] = known
 	}
+	rt := build(known)
+	cur := *p.routes.Load()
 	next := maps.Clone(cur)
 	if rt == nil {
 		delete(next, name)
@@ -306,68 +327,78 @@ func (p *Proxy) swap(name string, rt *route, nb *backend) {
 		next[name] = rt
 	}
 	p.routes.Store(&next)
-	if nb != nil {
-		p.live[name] = append(p.live[name], nb)
-	}
-	if old != nil {
-		old.retire()
-	}
-	p.pruneLocked(name)
-	p.mu.Unlock()
-}
-
-// pruneLocked drops name's retired backends that have drained.
-func (p *Proxy) pruneLocked(name string) {
-	bs := p.live[name][:0]
-	for _, b := range p.live[name] {
-		if !b.drained() {
-			bs = append(bs, b)
+	in := map[*target]bool{}
+	if rt != nil && rt.backend != nil {
+		for _, t := range rt.backend.targets {
+			in[t] = true
 		}
 	}
-	clear(p.live[name][len(bs):])
-	if len(bs) == 0 {
-		delete(p.live, name)
-		return
+	for _, t := range known {
+		if !in[t] {
+			t.retire()
+		}
 	}
-	p.live[name] = bs
+	p.pruneLocked(name)
 }
 
-// InFlight returns the number of requests being proxied to name's backends,
-// of every generation (the current one and those still draining).
+// pruneLocked forgets name's targets that were retired and drained.
+func (p *Proxy) pruneLocked(name string) {
+	for id, t := range p.targets[name] {
+		if t.isReleased() {
+			delete(p.targets[name], id)
+		}
+	}
+	if len(p.targets[name]) == 0 {
+		delete(p.targets, name)
+	}
+}
+
+// Released returns a channel closed once the target id of plugin name is out of the
+// route and has nothing in flight: the instance can be stopped without cutting a
+// request. An unknown target is released already.
+func (p *Proxy) Released(name, id string) <-chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if t := p.targets[name][id]; t != nil {
+		return t.released
+	}
+	return closedChan
+}
+
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+// Alive tells the proxy that the target id of plugin name passed a health probe: a
+// target ejected for failing to connect is balanced to again.
+func (p *Proxy) Alive(name, id string) {
+	p.mu.Lock()
+	t := p.targets[name][id]
+	p.mu.Unlock()
+	if t != nil && (t.ejected.Load() || t.failures.Load() != 0) {
+		t.failures.Store(0)
+		t.ejected.Store(false)
+	}
+}
+
+// InFlight returns the number of requests being proxied to name's targets, the
+// current ones and those still draining.
 func (p *Proxy) InFlight(name string) int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.pruneLocked(name)
 	n := 0
-	for _, b := range p.live[name] {
-		n += int(b.active.Load())
+	for _, t := range p.targets[name] {
+		n += int(t.active.Load())
 	}
 	return n
 }
 
-// InFlightGeneration returns the number of requests being proxied to name's
-// backends of generation gen: a replaced generation is drained when it is 0.
-func (p *Proxy) InFlightGeneration(name string, gen int) int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.pruneLocked(name)
-	n := 0
-	for _, b := range p.live[name] {
-		if b.cfg.Generation == gen {
-			n += int(b.active.Load())
-		}
-	}
-	return n
-}
-
-// Close closes the idle upstream connections of every backend's transport.
+// Close closes the idle upstream connections of every target's transport.
 // The Proxy stays usable; a later request dials anew.
 func (p *Proxy) Close() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for name, bs := range p.live {
-		for _, b := range bs {
-			b.transport.CloseIdleConnections()
+	for name, ts := range p.targets {
+		for _, t := range ts {
+			t.transport.CloseIdleConnections()
 		}
 		p.pruneLocked(name)
 	}

@@ -47,15 +47,15 @@ func TestRouting(t *testing.T) {
 	}
 }
 
-func TestBackendURLPath(t *testing.T) {
+func TestTargetHostAndEscapedPath(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
 	up := upstream(t, echo)
-	h.p.SetReady("hello", Backend{URL: mustURL(t, up.URL+"/base/")})
+	h.p.SetReady("hello", Backend{Targets: []Target{targetOf(t, up.URL)}})
 
 	s := decodeSeen(t, h.get(t, "/plugins/hello/a%2Fb?x=1"))
-	if s.Escaped != "/base/a%2Fb" || s.Query != "x=1" {
-		t.Errorf("upstream saw %q ? %q, want /base/a%%2Fb ? x=1", s.Escaped, s.Query)
+	if s.Escaped != "/a%2Fb" || s.Query != "x=1" {
+		t.Errorf("upstream saw %q ? %q, want /a%%2Fb ? x=1", s.Escaped, s.Query)
 	}
 	if s.Host != strings.TrimPrefix(up.URL, "http://") {
 		t.Errorf("Host %q, want the backend's %q", s.Host, up.URL)
@@ -207,7 +207,7 @@ func TestBadGateway(t *testing.T) {
 			t.Parallel()
 			h := newHarness(t)
 			addr := tt.addr(t)
-			h.p.SetReady("hello", Backend{URL: mustURL(t, "http://"+addr)})
+			h.p.SetReady("hello", Backend{Targets: []Target{targetOf(t, "http://"+addr)}})
 			for _, method := range []string{http.MethodGet, http.MethodPost} {
 				res := h.do(t, method, "/plugins/hello/x", strings.NewReader("body"), nil)
 				pb := problem(t, res, http.StatusBadGateway)
@@ -270,7 +270,7 @@ func TestSwapKeepsInFlightOnOldBackend(t *testing.T) {
 	t.Cleanup(a.Close)
 	bSrv := upstream(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "B") })
 
-	h.p.SetReady("hello", Backend{URL: mustURL(t, a.URL), Generation: 1})
+	h.p.SetReady("hello", Backend{Targets: []Target{targetOf(t, a.URL)}, Generation: 1})
 	if got := body(t, h.get(t, "/plugins/hello/warm")); got != "A" { // leaves an idle conn to A
 		t.Fatalf("before swap: %q", got)
 	}
@@ -288,7 +288,7 @@ func TestSwapKeepsInFlightOnOldBackend(t *testing.T) {
 	}()
 	<-entered
 
-	h.p.SetReady("hello", Backend{URL: mustURL(t, bSrv.URL), Generation: 2})
+	h.p.SetReady("hello", Backend{Targets: []Target{targetOf(t, bSrv.URL)}, Generation: 2})
 	for range 3 {
 		if got := body(t, h.get(t, "/plugins/hello/new")); got != "B" {
 			t.Errorf("after swap: %q, want B", got)
@@ -329,7 +329,7 @@ func TestUnixSocketBackend(t *testing.T) {
 	up.Start()
 	t.Cleanup(up.Close)
 
-	h.p.SetReady("hello", Backend{URL: mustURL(t, "unix://"+sock)})
+	h.p.SetReady("hello", Backend{Targets: []Target{targetOf(t, "unix://"+sock)}})
 	s := decodeSeen(t, h.get(t, "/plugins/hello/x?y=1"))
 	if s.Path != "/x" || s.Query != "y=1" || s.Header.Get("X-Forwarded-Prefix") != "/plugins/hello" {
 		t.Errorf("upstream saw %+v", s)
@@ -430,10 +430,10 @@ func TestNoGoroutineLeak(t *testing.T) {
 		defer b.Close()
 		client := srv.Client()
 
-		p.SetReady("hello", Backend{URL: mustURL(t, a.URL), RequestTimeout: time.Second})
+		p.SetReady("hello", Backend{Targets: []Target{targetOf(t, a.URL)}, RequestTimeout: time.Second})
 		for i := range 10 {
 			if i == 5 {
-				p.SetReady("hello", Backend{URL: mustURL(t, b.URL), Generation: 2})
+				p.SetReady("hello", Backend{Targets: []Target{targetOf(t, b.URL)}, Generation: 2})
 			}
 			res, err := client.Get(srv.URL + "/plugins/hello/x")
 			if err != nil {

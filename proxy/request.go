@@ -26,6 +26,7 @@ type reqState struct {
 	path       string // as the client sent it, for logs
 	plugin     string
 	generation int
+	target     *target     // the instance the request went to (servePlugin acquired it)
 	timer      *time.Timer // request_timeout; nil when none
 	tooLarge   atomic.Bool // the body hit max_body (read by the transport's goroutine)
 	body       *bodyGuard  // nil when the request has no body

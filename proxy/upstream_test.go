@@ -153,6 +153,6 @@ func TestFastPathBoundsResponseHeaders(t *testing.T) {
 		io.WriteString(c, "Content-Length: 0\r\n\r\n")
 	}()
 	h := newHarness(t)
-	h.p.SetReady("hello", Backend{URL: mustURL(t, "http://"+ln.Addr().String()), Generation: 1})
+	h.p.SetReady("hello", Backend{Targets: []Target{targetOf(t, "http://"+ln.Addr().String())}, Generation: 1})
 	problem(t, h.get(t, "/plugins/hello/"), http.StatusBadGateway)
 }

@@ -1,4 +1,4 @@
-package sandbox
+package docker
 
 import (
 	"fmt"
@@ -11,55 +11,20 @@ import (
 	"github.com/moby/moby/api/types/mount"
 	"github.com/moby/moby/api/types/network"
 	"github.com/moby/moby/client"
+
+	"github.com/xcore/runner/sandbox"
 )
-
-// Network modes of a ContainerSpec.
-const (
-	NetworkBridge = "bridge" // the runner's own bridge network
-	NetworkNone   = "none"   // no network at all
-)
-
-// ContainerSpec is everything one plugin container is made of. The runner fills it from
-// the config; createOptions turns it into a Docker request.
-type ContainerSpec struct {
-	Plugin     string
-	Generation int
-	Image      string // reference as configured, for humans
-	ImageID    string // resolved ID: what the container is created from
-	Snapshot   string // hash of the spec, as a label
-	SpecLabel  string // snapshot encoding of the spec, as a label (no secret values)
-	Command    []string
-	Env        map[string]string
-	Port       int  // the port the plugin serves HTTP on inside the container
-	Publish    bool // publish Port on 127.0.0.1 (ephemeral host port)
-
-	CPUs        float64
-	Memory      int64 // bytes; swap is disabled (MemorySwap = Memory)
-	Pids        int64
-	Network     string // NetworkBridge | NetworkNone
-	ReadOnly    bool
-	User        string
-	Runtime     string // optional OCI runtime ("runsc")
-	StopTimeout time.Duration
-
-	// ExtraHosts are /etc/hosts entries ("xcore.internal:172.18.0.1"): how a plugin on
-	// the runner network finds the runner's sidecar.
-	ExtraHosts []string
-	// RunDir, for NetworkNone, is the host folder mounted at /run/xcore: the plugin
-	// serves HTTP on plugin.sock there and reaches its services on services.sock. It is
-	// the only host path ever mounted into a plugin.
-	RunDir string
-}
-
-// RunDirTarget is where RunDir appears inside the container.
-const RunDirTarget = "/run/xcore"
 
 // ContainerName is the deterministic name of a plugin container:
-// xcore-<plugin>-<generation>-<runner id>. Container names are global to the engine, so
-// the runner id is part of it: two runners on one host (or two test suites) may both run
-// a plugin called "hello".
-func ContainerName(runnerID, plugin string, generation int) string {
-	return fmt.Sprintf("xcore-%s-%d-%s", plugin, generation, runnerID)
+// xcore-<plugin>-<generation>-<runner id> for the first instance of a generation,
+// xcore-<plugin>-<generation>-<replica>-<runner id> for the others. Container names are
+// global to the engine, so the runner id is part of it: two runners on one host (or two
+// test suites) may both run a plugin called "hello".
+func ContainerName(runnerID, plugin string, generation, replica int) string {
+	if replica == 0 {
+		return fmt.Sprintf("xcore-%s-%d-%s", plugin, generation, runnerID)
+	}
+	return fmt.Sprintf("xcore-%s-%d-%d-%s", plugin, generation, replica, runnerID)
 }
 
 // tmpfsOptions: a writable /tmp on a read-only root, without exec or setuid.
@@ -70,7 +35,7 @@ var loopback = netip.MustParseAddr("127.0.0.1")
 
 // createOptions is a pure function from spec to the Docker create request: every limit and
 // hardening option lives here, so it is table-tested without an engine.
-func createOptions(s ContainerSpec, runnerID, networkName string) client.ContainerCreateOptions {
+func createOptions(s sandbox.Spec, runnerID, networkName string) client.ContainerCreateOptions {
 	port := network.MustParsePort(strconv.Itoa(s.Port) + "/tcp")
 	stop := int(s.StopTimeout.Round(time.Second) / time.Second)
 	if stop < 1 {
@@ -116,31 +81,39 @@ func createOptions(s ContainerSpec, runnerID, networkName string) client.Contain
 
 	var nc *network.NetworkingConfig
 	switch s.Network {
-	case NetworkNone:
+	case sandbox.NetworkNone:
 		hc.NetworkMode = container.NetworkMode("none")
 		if s.RunDir != "" {
-			hc.Mounts = []mount.Mount{{Type: mount.TypeBind, Source: s.RunDir, Target: RunDirTarget}}
+			hc.Mounts = []mount.Mount{{Type: mount.TypeBind, Source: s.RunDir, Target: sandbox.SocketDir}}
 		}
 	default:
 		hc.NetworkMode = container.NetworkMode(networkName)
 		nc = &network.NetworkingConfig{EndpointsConfig: map[string]*network.EndpointSettings{networkName: {}}}
-		hc.ExtraHosts = s.ExtraHosts
+		if s.SidecarHost != "" && s.SidecarAddr.IsValid() {
+			// An /etc/hosts entry: the sidecar listens on this network's gateway.
+			// Docker's host-gateway would be docker0's address, another network.
+			hc.ExtraHosts = []string{s.SidecarHost + ":" + s.SidecarAddr.String()}
+		}
 		if s.Publish {
 			hc.PortBindings = network.PortMap{port: {{HostIP: loopback, HostPort: ""}}}
 		}
 	}
-	return client.ContainerCreateOptions{Name: ContainerName(runnerID, s.Plugin, s.Generation), Config: cfg, HostConfig: hc, NetworkingConfig: nc}
+	return client.ContainerCreateOptions{Name: ContainerName(runnerID, s.Plugin, s.Generation, s.Replica), Config: cfg, HostConfig: hc, NetworkingConfig: nc}
 }
 
-func labels(s ContainerSpec, runnerID string) map[string]string {
-	return map[string]string{
-		LabelRunner:     runnerID,
-		LabelPlugin:     s.Plugin,
-		LabelGeneration: strconv.Itoa(s.Generation),
-		LabelSnapshot:   s.Snapshot,
-		LabelImage:      s.ImageID,
-		LabelSpec:       s.SpecLabel,
+func labels(s sandbox.Spec, runnerID string) map[string]string {
+	l := map[string]string{
+		sandbox.LabelRunner:     runnerID,
+		sandbox.LabelPlugin:     s.Plugin,
+		sandbox.LabelGeneration: strconv.Itoa(s.Generation),
+		sandbox.LabelSnapshot:   s.Snapshot,
+		sandbox.LabelImage:      s.ImageID,
+		sandbox.LabelSpec:       s.SpecLabel,
 	}
+	if s.Replica > 0 {
+		l[sandbox.LabelReplica] = strconv.Itoa(s.Replica)
+	}
+	return l
 }
 
 // envList renders env sorted by name so the request is deterministic.

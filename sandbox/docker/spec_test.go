@@ -1,19 +1,22 @@
-package sandbox
+package docker
 
 import (
+	"net/netip"
 	"reflect"
 	"testing"
 	"time"
 
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/api/types/network"
+
+	"github.com/xcore/runner/sandbox"
 )
 
-func baseSpec() ContainerSpec {
-	return ContainerSpec{
+func baseSpec() sandbox.Spec {
+	return sandbox.Spec{
 		Plugin: "hello", Generation: 3, Image: "xcore-examples/hello:latest", ImageID: "sha256:abc",
 		Snapshot: "deadbeef", SpecLabel: `{"image_id":"sha256:abc"}`, Env: map[string]string{"PORT": "8080", "A": "1"}, Port: 8080, Publish: true,
-		CPUs: 0.5, Memory: 128 << 20, Pids: 64, Network: NetworkBridge, ReadOnly: true,
+		CPUs: 0.5, Memory: 128 << 20, Pids: 64, Network: sandbox.NetworkBridge, ReadOnly: true,
 		User: "65532:65532", StopTimeout: 10 * time.Second,
 	}
 }
@@ -47,7 +50,7 @@ func TestCreateOptionsHardening(t *testing.T) {
 	if !reflect.DeepEqual(cfg.Env, []string{"A=1", "PORT=8080"}) {
 		t.Errorf("env not sorted/rendered: %v", cfg.Env)
 	}
-	wantLabels := map[string]string{LabelRunner: "r1", LabelPlugin: "hello", LabelGeneration: "3", LabelSnapshot: "deadbeef", LabelImage: "sha256:abc", LabelSpec: `{"image_id":"sha256:abc"}`}
+	wantLabels := map[string]string{sandbox.LabelRunner: "r1", sandbox.LabelPlugin: "hello", sandbox.LabelGeneration: "3", sandbox.LabelSnapshot: "deadbeef", sandbox.LabelImage: "sha256:abc", sandbox.LabelSpec: `{"image_id":"sha256:abc"}`}
 	if !reflect.DeepEqual(cfg.Labels, wantLabels) {
 		t.Errorf("labels = %v", cfg.Labels)
 	}
@@ -70,15 +73,15 @@ func TestCreateOptionsVariants(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		name  string
-		edit  func(*ContainerSpec)
-		check func(*testing.T, ContainerSpec)
+		edit  func(*sandbox.Spec)
+		check func(*testing.T, sandbox.Spec)
 	}{
-		{"address reach publishes nothing", func(s *ContainerSpec) { s.Publish = false }, func(t *testing.T, s ContainerSpec) {
+		{"address reach publishes nothing", func(s *sandbox.Spec) { s.Publish = false }, func(t *testing.T, s sandbox.Spec) {
 			if o := createOptions(s, "r", "n"); len(o.HostConfig.PortBindings) != 0 {
 				t.Errorf("bindings = %v", o.HostConfig.PortBindings)
 			}
 		}},
-		{"network none has no endpoint and no ports, only the run dir mounted", func(s *ContainerSpec) { s.Network, s.RunDir = NetworkNone, "/state/run/x" }, func(t *testing.T, s ContainerSpec) {
+		{"network none has no endpoint and no ports, only the run dir mounted", func(s *sandbox.Spec) { s.Network, s.RunDir = sandbox.NetworkNone, "/state/run/x" }, func(t *testing.T, s sandbox.Spec) {
 			o := createOptions(s, "r", "n")
 			if o.HostConfig.NetworkMode != "none" || o.NetworkingConfig != nil || len(o.HostConfig.PortBindings) != 0 {
 				t.Errorf("mode=%q nc=%v bindings=%v", o.HostConfig.NetworkMode, o.NetworkingConfig, o.HostConfig.PortBindings)
@@ -88,29 +91,31 @@ func TestCreateOptionsVariants(t *testing.T) {
 				t.Errorf("mounts = %+v", m)
 			}
 		}},
-		{"bridge gets the sidecar host entry", func(s *ContainerSpec) { s.ExtraHosts = []string{"xcore.internal:172.18.0.1"}; s.RunDir = "/ignored" }, func(t *testing.T, s ContainerSpec) {
+		{"bridge gets the sidecar host entry", func(s *sandbox.Spec) {
+			s.SidecarHost, s.SidecarAddr, s.RunDir = "xcore.internal", netip.MustParseAddr("172.18.0.1"), "/ignored"
+		}, func(t *testing.T, s sandbox.Spec) {
 			o := createOptions(s, "r", "n")
 			if len(o.HostConfig.ExtraHosts) != 1 || o.HostConfig.ExtraHosts[0] != "xcore.internal:172.18.0.1" || len(o.HostConfig.Mounts) != 0 {
 				t.Errorf("extra hosts = %v, mounts = %v", o.HostConfig.ExtraHosts, o.HostConfig.Mounts)
 			}
 		}},
-		{"writable rootfs has no tmpfs", func(s *ContainerSpec) { s.ReadOnly = false }, func(t *testing.T, s ContainerSpec) {
+		{"writable rootfs has no tmpfs", func(s *sandbox.Spec) { s.ReadOnly = false }, func(t *testing.T, s sandbox.Spec) {
 			if o := createOptions(s, "r", "n"); o.HostConfig.ReadonlyRootfs || o.HostConfig.Tmpfs != nil {
 				t.Errorf("ro=%v tmpfs=%v", o.HostConfig.ReadonlyRootfs, o.HostConfig.Tmpfs)
 			}
 		}},
-		{"command replaces entrypoint", func(s *ContainerSpec) { s.Command = []string{"/hello", "-v"} }, func(t *testing.T, s ContainerSpec) {
+		{"command replaces entrypoint", func(s *sandbox.Spec) { s.Command = []string{"/hello", "-v"} }, func(t *testing.T, s sandbox.Spec) {
 			o := createOptions(s, "r", "n")
 			if !reflect.DeepEqual([]string(o.Config.Entrypoint), []string{"/hello"}) || !reflect.DeepEqual([]string(o.Config.Cmd), []string{"-v"}) {
 				t.Errorf("entrypoint=%v cmd=%v", o.Config.Entrypoint, o.Config.Cmd)
 			}
 		}},
-		{"runtime passes through", func(s *ContainerSpec) { s.Runtime = "runsc" }, func(t *testing.T, s ContainerSpec) {
+		{"runtime passes through", func(s *sandbox.Spec) { s.Runtime = "runsc" }, func(t *testing.T, s sandbox.Spec) {
 			if o := createOptions(s, "r", "n"); o.HostConfig.Runtime != "runsc" {
 				t.Errorf("runtime=%q", o.HostConfig.Runtime)
 			}
 		}},
-		{"sub-second stop timeout rounds up to 1s", func(s *ContainerSpec) { s.StopTimeout = 200 * time.Millisecond }, func(t *testing.T, s ContainerSpec) {
+		{"sub-second stop timeout rounds up to 1s", func(s *sandbox.Spec) { s.StopTimeout = 200 * time.Millisecond }, func(t *testing.T, s sandbox.Spec) {
 			if o := createOptions(s, "r", "n"); *o.Config.StopTimeout != 1 {
 				t.Errorf("stop=%d", *o.Config.StopTimeout)
 			}

@@ -1,9 +1,10 @@
-package sandbox
+package docker
 
 import (
 	"context"
 	"fmt"
 	"net"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -11,70 +12,45 @@ import (
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/client"
+
+	"github.com/xcore/runner/sandbox"
 )
-
-// Container is what the runner needs to know of one of its containers.
-type Container struct {
-	ID         string
-	Name       string
-	Plugin     string
-	Generation int
-	Snapshot   string
-	SpecLabel  string // see LabelSpec
-	ImageID    string
-	Running    bool
-	Status     string // "running", "exited", ...
-	ExitCode   int
-	OOMKilled  bool
-	Error      string // engine's error for the last start, if any
-	// Endpoint is the host:port the proxy dials: 127.0.0.1:<published port>, or the
-	// container's address on the runner network when the port is not published.
-	Endpoint string
-}
-
-// ExitReason says why a container that is not running stopped.
-func (c Container) ExitReason() string {
-	switch {
-	case c.OOMKilled:
-		return fmt.Sprintf("container exited: OOM killed (exit code %d)", c.ExitCode)
-	case c.Error != "":
-		return fmt.Sprintf("container exited with code %d: %s", c.ExitCode, c.Error)
-	default:
-		return fmt.Sprintf("container exited with code %d", c.ExitCode)
-	}
-}
 
 // Run creates and starts the container of spec and returns it with its endpoint. A
 // container that was created but failed to start is removed before Run returns.
-func (c *Client) Run(ctx context.Context, spec ContainerSpec) (Container, error) {
-	name := ContainerName(c.runnerID, spec.Plugin, spec.Generation)
+func (c *Client) Run(ctx context.Context, spec sandbox.Spec) (sandbox.Instance, error) {
+	name := ContainerName(c.runnerID, spec.Plugin, spec.Generation, spec.Replica)
 	id, err := c.create(ctx, spec, name)
 	if err != nil {
-		return Container{}, err
+		return sandbox.Instance{}, err
 	}
 	if err := c.start(ctx, id); err != nil {
 		c.removeQuietly(id)
-		return Container{}, fmt.Errorf("start %s: %w", name, err)
+		return sandbox.Instance{}, fmt.Errorf("start %s: %w", name, err)
 	}
 	ctr, err := c.Inspect(ctx, id)
 	if err != nil {
 		c.removeQuietly(id)
-		return Container{}, err
+		return sandbox.Instance{}, err
 	}
 	if !ctr.Running {
 		c.removeQuietly(id)
-		return Container{}, fmt.Errorf("start %s: %s", name, ctr.ExitReason())
+		return sandbox.Instance{}, fmt.Errorf("start %s: %s", name, ctr.ExitReason())
 	}
-	if ctr.Endpoint == "" && spec.Network != NetworkNone {
+	if spec.Network == sandbox.NetworkNone {
+		// The plugin serves on a socket in the folder the runner gave it.
+		ctr.Endpoint = sandbox.Unix(filepath.Join(spec.RunDir, "plugin.sock"))
+	}
+	if ctr.Endpoint.IsZero() {
 		c.removeQuietly(id)
-		return Container{}, fmt.Errorf("start %s: no endpoint for port %d (status %s)", name, spec.Port, ctr.Status)
+		return sandbox.Instance{}, fmt.Errorf("start %s: no endpoint for port %d (status %s)", name, spec.Port, ctr.Status)
 	}
 	return ctr, nil
 }
 
 // create is idempotent on the deterministic name: a leftover container of ours with the
 // same name (a runner that died mid-create) is removed and the create retried once.
-func (c *Client) create(ctx context.Context, spec ContainerSpec, name string) (string, error) {
+func (c *Client) create(ctx context.Context, spec sandbox.Spec, name string) (string, error) {
 	opts := createOptions(spec, c.runnerID, c.NetworkName())
 	for attempt := 0; ; attempt++ {
 		cctx, cancel := context.WithTimeout(ctx, callTimeout)
@@ -87,14 +63,18 @@ func (c *Client) create(ctx context.Context, spec ContainerSpec, name string) (s
 			}
 			return res.ID, nil
 		case cerrdefs.IsConflict(err) && attempt == 0:
-			if rerr := c.removeIfOurs(ctx, name); rerr != nil {
+			if rerr := c.removeIfSame(ctx, name, spec); rerr != nil {
 				return "", fmt.Errorf("create container %s: %w (and removing the old one: %v)", name, err, rerr)
 			}
 			continue
 		case ctx.Err() != nil || cerrdefs.IsDeadlineExceeded(err) || cerrdefs.IsCanceled(err):
 			// A client-side timeout does not mean "not created": the engine may finish the
-			// create after we gave up. Remove by name so it cannot leak.
-			c.removeQuietly(name)
+			// create after we gave up. Remove it by name so it cannot leak.
+			rctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+			if rerr := c.removeIfSame(rctx, name, spec); rerr != nil {
+				c.log.Warn("cleanup after a create that timed out", "container", name, "err", rerr)
+			}
+			cancel()
 			return "", fmt.Errorf("create container %s: %w", name, err)
 		case cerrdefs.IsNotFound(err):
 			return "", fmt.Errorf("create container %s: image %s (%s) not found locally: %w", name, spec.Image, spec.ImageID, err)
@@ -104,7 +84,11 @@ func (c *Client) create(ctx context.Context, spec ContainerSpec, name string) (s
 	}
 }
 
-func (c *Client) removeIfOurs(ctx context.Context, name string) error {
+// removeIfSame removes the container called name when it is a leftover of this very
+// instance (same runner, plugin, generation and replica labels). Names are not unique
+// across plugins ("a-1" generation 2 and "a" generation 1 replica 2 share one), so a
+// name alone never licenses a removal.
+func (c *Client) removeIfSame(ctx context.Context, name string, spec sandbox.Spec) error {
 	ctr, err := c.inspectRaw(ctx, name)
 	if cerrdefs.IsNotFound(err) {
 		return nil
@@ -112,8 +96,14 @@ func (c *Client) removeIfOurs(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
-	if ctr.Config == nil || ctr.Config.Labels[LabelRunner] != c.runnerID {
-		return fmt.Errorf("container %s exists and is not this runner's", name)
+	var l map[string]string
+	if ctr.Config != nil {
+		l = ctr.Config.Labels
+	}
+	var got sandbox.Instance
+	fromLabels(&got, l)
+	if l[sandbox.LabelRunner] != c.runnerID || got.Plugin != spec.Plugin || got.Generation != spec.Generation || got.Replica != spec.Replica {
+		return fmt.Errorf("container %s exists and is not a leftover of this instance", name)
 	}
 	return c.Remove(ctx, ctr.ID)
 }
@@ -125,11 +115,15 @@ func (c *Client) start(ctx context.Context, id string) error {
 	return err
 }
 
-// Inspect returns the current state of a container.
-func (c *Client) Inspect(ctx context.Context, id string) (Container, error) {
+// Inspect returns the current state of a container; a container that does not exist
+// is sandbox.ErrNotFound.
+func (c *Client) Inspect(ctx context.Context, id string) (sandbox.Instance, error) {
 	raw, err := c.inspectRaw(ctx, id)
+	if cerrdefs.IsNotFound(err) {
+		return sandbox.Instance{}, fmt.Errorf("inspect container %s: %w", id, sandbox.ErrNotFound)
+	}
 	if err != nil {
-		return Container{}, fmt.Errorf("inspect container %s: %w", id, err)
+		return sandbox.Instance{}, fmt.Errorf("inspect container %s: %w", id, err)
 	}
 	return c.fromInspect(raw), nil
 }
@@ -141,42 +135,58 @@ func (c *Client) inspectRaw(ctx context.Context, id string) (container.InspectRe
 	return res.Container, err
 }
 
-func (c *Client) fromInspect(raw container.InspectResponse) Container {
-	ctr := Container{ID: raw.ID, Name: strings.TrimPrefix(raw.Name, "/")}
+func (c *Client) fromInspect(raw container.InspectResponse) sandbox.Instance {
+	ctr := sandbox.Instance{ID: raw.ID, Name: strings.TrimPrefix(raw.Name, "/")}
 	if raw.Config != nil {
-		ctr.fromLabels(raw.Config.Labels)
+		fromLabels(&ctr, raw.Config.Labels)
 	}
+	ctr.Created, _ = time.Parse(time.RFC3339Nano, raw.Created)
 	if st := raw.State; st != nil {
 		ctr.Running, ctr.Status, ctr.ExitCode, ctr.OOMKilled, ctr.Error = st.Running, string(st.Status), st.ExitCode, st.OOMKilled, st.Error
 	}
-	ctr.Endpoint = endpoint(raw, c.NetworkName())
+	if ctr.Running {
+		ctr.Endpoint = endpoint(raw, c.NetworkName())
+	}
+	if raw.HostConfig != nil && raw.HostConfig.NetworkMode == "none" {
+		// Served on a socket in the folder mounted at sandbox.SocketDir.
+		for _, m := range raw.Mounts {
+			if m.Destination == sandbox.SocketDir {
+				ctr.Endpoint = sandbox.Unix(filepath.Join(m.Source, "plugin.sock"))
+			}
+		}
+	}
 	return ctr
 }
 
-// endpoint prefers the port published on 127.0.0.1, else the address on the runner network.
-func endpoint(raw container.InspectResponse, networkName string) string {
+// endpoint prefers the port published on 127.0.0.1 (behind docker-proxy, which accepts
+// connections even when nothing listens behind it), else the address on the runner
+// network.
+func endpoint(raw container.InspectResponse, networkName string) sandbox.Endpoint {
 	ns := raw.NetworkSettings
 	if ns == nil || raw.Config == nil {
-		return ""
+		return sandbox.Endpoint{}
 	}
 	for _, bindings := range ns.Ports {
 		for _, b := range bindings {
 			if b.HostPort != "" && b.HostIP == loopback {
-				return net.JoinHostPort(b.HostIP.String(), b.HostPort)
+				ep := sandbox.TCP(net.JoinHostPort(b.HostIP.String(), b.HostPort))
+				ep.Proxied = true
+				return ep
 			}
 		}
 	}
 	if ep, ok := ns.Networks[networkName]; ok && ep != nil && ep.IPAddress.IsValid() {
 		for p := range raw.Config.ExposedPorts {
-			return net.JoinHostPort(ep.IPAddress.String(), strconv.Itoa(int(p.Num())))
+			return sandbox.TCP(net.JoinHostPort(ep.IPAddress.String(), strconv.Itoa(int(p.Num()))))
 		}
 	}
-	return ""
+	return sandbox.Endpoint{}
 }
 
-func (c *Container) fromLabels(l map[string]string) {
-	c.Generation, _ = strconv.Atoi(l[LabelGeneration])
-	c.Plugin, c.Snapshot, c.SpecLabel, c.ImageID = l[LabelPlugin], l[LabelSnapshot], l[LabelSpec], l[LabelImage]
+func fromLabels(c *sandbox.Instance, l map[string]string) {
+	c.Generation, _ = strconv.Atoi(l[sandbox.LabelGeneration])
+	c.Replica, _ = strconv.Atoi(l[sandbox.LabelReplica])
+	c.Plugin, c.Snapshot, c.SpecLabel, c.ImageID = l[sandbox.LabelPlugin], l[sandbox.LabelSnapshot], l[sandbox.LabelSpec], l[sandbox.LabelImage]
 }
 
 // Stop sends SIGTERM, waits up to timeout, then SIGKILLs. A container that is already
@@ -217,23 +227,23 @@ func (c *Client) removeQuietly(id string) {
 }
 
 // List returns this runner's containers (running or not), by label.
-func (c *Client) List(ctx context.Context) ([]Container, error) {
+func (c *Client) List(ctx context.Context) ([]sandbox.Instance, error) {
 	ctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
 	res, err := c.api.ContainerList(ctx, client.ContainerListOptions{
 		All:     true,
-		Filters: client.Filters{}.Add("label", LabelRunner+"="+c.runnerID),
+		Filters: client.Filters{}.Add("label", sandbox.LabelRunner+"="+c.runnerID),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("list containers: %w", err)
 	}
-	out := make([]Container, 0, len(res.Items))
+	out := make([]sandbox.Instance, 0, len(res.Items))
 	for _, s := range res.Items {
-		ctr := Container{ID: s.ID, Status: string(s.State), Running: s.State == container.StateRunning}
+		ctr := sandbox.Instance{ID: s.ID, Status: string(s.State), Running: s.State == container.StateRunning, Created: time.Unix(s.Created, 0)}
 		if len(s.Names) > 0 {
 			ctr.Name = strings.TrimPrefix(s.Names[0], "/")
 		}
-		ctr.fromLabels(s.Labels)
+		fromLabels(&ctr, s.Labels)
 		out = append(out, ctr)
 	}
 	return out, nil

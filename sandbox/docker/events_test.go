@@ -1,4 +1,4 @@
-package sandbox
+package docker
 
 import (
 	"bytes"
@@ -20,11 +20,13 @@ import (
 
 	"github.com/moby/moby/api/types/events"
 	"github.com/moby/moby/client"
+
+	"github.com/xcore/runner/sandbox"
 )
 
 func TestToEvent(t *testing.T) {
 	t.Parallel()
-	ours := map[string]string{LabelRunner: "r1", LabelPlugin: "hello", LabelGeneration: "3", "name": "xcore-hello-3-r1"}
+	ours := map[string]string{sandbox.LabelRunner: "r1", sandbox.LabelPlugin: "hello", sandbox.LabelGeneration: "3", "name": "xcore-hello-3-r1"}
 	with := func(m map[string]string, kv ...string) map[string]string {
 		out := map[string]string{}
 		for k, v := range m {
@@ -41,41 +43,41 @@ func TestToEvent(t *testing.T) {
 	tests := []struct {
 		name string
 		msg  events.Message
-		want Event
+		want sandbox.Event
 		ok   bool
 	}{
 		{"image tag names the new ref", msg(events.ImageEventType, events.ActionTag, "sha256:abc", map[string]string{"name": "xcore-examples/hello:latest"}),
-			Event{Kind: EventImage, Image: "xcore-examples/hello:latest"}, true},
+			sandbox.Event{Kind: sandbox.EventImage, Image: "xcore-examples/hello:latest"}, true},
 		{"image untag", msg(events.ImageEventType, events.ActionUnTag, "sha256:abc", map[string]string{"name": "sha256:abc"}),
-			Event{Kind: EventImage, Image: "sha256:abc"}, true},
+			sandbox.Event{Kind: sandbox.EventImage, Image: "sha256:abc"}, true},
 		{"image delete without name falls back to ID", msg(events.ImageEventType, events.ActionDelete, "sha256:abc", nil),
-			Event{Kind: EventImage, Image: "sha256:abc"}, true},
+			sandbox.Event{Kind: sandbox.EventImage, Image: "sha256:abc"}, true},
 		{"image load", msg(events.ImageEventType, events.ActionLoad, "sha256:abc", map[string]string{"name": "sha256:abc"}),
-			Event{Kind: EventImage, Image: "sha256:abc"}, true},
-		{"image import", msg(events.ImageEventType, events.ActionImport, "sha256:abc", nil), Event{Kind: EventImage, Image: "sha256:abc"}, true},
+			sandbox.Event{Kind: sandbox.EventImage, Image: "sha256:abc"}, true},
+		{"image import", msg(events.ImageEventType, events.ActionImport, "sha256:abc", nil), sandbox.Event{Kind: sandbox.EventImage, Image: "sha256:abc"}, true},
 		{"image pull", msg(events.ImageEventType, events.ActionPull, "busybox:latest", map[string]string{"name": "busybox"}),
-			Event{Kind: EventImage, Image: "busybox"}, true},
+			sandbox.Event{Kind: sandbox.EventImage, Image: "busybox"}, true},
 		{"image create (buildkit)", msg(events.ImageEventType, events.ActionCreate, "sha256:abc", map[string]string{"name": "sha256:abc"}),
-			Event{Kind: EventImage, Image: "sha256:abc"}, true},
-		{"image push is irrelevant", msg(events.ImageEventType, events.ActionPush, "x:1", nil), Event{}, false},
-		{"image save is irrelevant", msg(events.ImageEventType, events.ActionSave, "x:1", nil), Event{}, false},
+			sandbox.Event{Kind: sandbox.EventImage, Image: "sha256:abc"}, true},
+		{"image push is irrelevant", msg(events.ImageEventType, events.ActionPush, "x:1", nil), sandbox.Event{}, false},
+		{"image save is irrelevant", msg(events.ImageEventType, events.ActionSave, "x:1", nil), sandbox.Event{}, false},
 
 		{"our die", msg(events.ContainerEventType, events.ActionDie, "c1", with(ours, "exitCode", "137")),
-			Event{Kind: EventDie, ContainerID: "c1", Plugin: "hello", Generation: 3, ExitCode: 137}, true},
+			sandbox.Event{Kind: sandbox.EventDie, InstanceID: "c1", Plugin: "hello", Generation: 3, ExitCode: 137}, true},
 		{"our die exit 0", msg(events.ContainerEventType, events.ActionDie, "c1", with(ours, "exitCode", "0")),
-			Event{Kind: EventDie, ContainerID: "c1", Plugin: "hello", Generation: 3, ExitCode: 0}, true},
+			sandbox.Event{Kind: sandbox.EventDie, InstanceID: "c1", Plugin: "hello", Generation: 3, ExitCode: 0}, true},
 		{"our die without exitCode", msg(events.ContainerEventType, events.ActionDie, "c1", ours),
-			Event{Kind: EventDie, ContainerID: "c1", Plugin: "hello", Generation: 3, ExitCode: -1}, true},
+			sandbox.Event{Kind: sandbox.EventDie, InstanceID: "c1", Plugin: "hello", Generation: 3, ExitCode: -1}, true},
 		{"our oom", msg(events.ContainerEventType, events.ActionOOM, "c1", ours),
-			Event{Kind: EventOOM, ContainerID: "c1", Plugin: "hello", Generation: 3}, true},
-		{"bad generation label", msg(events.ContainerEventType, events.ActionOOM, "c1", with(ours, LabelGeneration, "x")),
-			Event{Kind: EventOOM, ContainerID: "c1", Plugin: "hello"}, true},
-		{"our start is irrelevant", msg(events.ContainerEventType, events.ActionStart, "c1", ours), Event{}, false},
-		{"our exec_die is irrelevant", msg(events.ContainerEventType, events.ActionExecDie, "c1", ours), Event{}, false},
-		{"another runner's die", msg(events.ContainerEventType, events.ActionDie, "c2", with(ours, LabelRunner, "r2", "exitCode", "1")), Event{}, false},
-		{"unlabelled die", msg(events.ContainerEventType, events.ActionDie, "c3", map[string]string{"exitCode": "1"}), Event{}, false},
-		{"network event", msg(events.NetworkEventType, events.ActionConnect, "n1", ours), Event{}, false},
-		{"zero message", events.Message{}, Event{}, false},
+			sandbox.Event{Kind: sandbox.EventOOM, InstanceID: "c1", Plugin: "hello", Generation: 3}, true},
+		{"bad generation label", msg(events.ContainerEventType, events.ActionOOM, "c1", with(ours, sandbox.LabelGeneration, "x")),
+			sandbox.Event{Kind: sandbox.EventOOM, InstanceID: "c1", Plugin: "hello"}, true},
+		{"our start is irrelevant", msg(events.ContainerEventType, events.ActionStart, "c1", ours), sandbox.Event{}, false},
+		{"our exec_die is irrelevant", msg(events.ContainerEventType, events.ActionExecDie, "c1", ours), sandbox.Event{}, false},
+		{"another runner's die", msg(events.ContainerEventType, events.ActionDie, "c2", with(ours, sandbox.LabelRunner, "r2", "exitCode", "1")), sandbox.Event{}, false},
+		{"unlabelled die", msg(events.ContainerEventType, events.ActionDie, "c3", map[string]string{"exitCode": "1"}), sandbox.Event{}, false},
+		{"network event", msg(events.NetworkEventType, events.ActionConnect, "n1", ours), sandbox.Event{}, false},
+		{"zero message", events.Message{}, sandbox.Event{}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -169,7 +171,7 @@ func (s *eventsLogSink) String() string {
 	return s.b.String()
 }
 
-func evRecv(t *testing.T, ch <-chan Event, within time.Duration) Event {
+func evRecv(t *testing.T, ch <-chan sandbox.Event, within time.Duration) sandbox.Event {
 	t.Helper()
 	select {
 	case ev, ok := <-ch:
@@ -180,10 +182,10 @@ func evRecv(t *testing.T, ch <-chan Event, within time.Duration) Event {
 	case <-time.After(within):
 		t.Fatalf("no event within %v", within)
 	}
-	return Event{}
+	return sandbox.Event{}
 }
 
-func evWaitClosed(t *testing.T, ch <-chan Event, within time.Duration) {
+func evWaitClosed(t *testing.T, ch <-chan sandbox.Event, within time.Duration) {
 	t.Helper()
 	deadline := time.After(within)
 	for {
@@ -222,11 +224,16 @@ func TestEventsReconnect(t *testing.T) {
 	// The resync after the drop says when the stream was lost; the first one (the engine
 	// was down at start, nothing was lost) does not.
 	begin := time.Now()
-	want := []Event{{Kind: EventResync}, {Kind: EventImage, Image: "x:1"}, {Kind: EventResync}}
+	want := []sandbox.Event{{Kind: sandbox.EventResync}, {Kind: sandbox.EventImage, Image: "x:1"}, {Kind: sandbox.EventResync}}
 	for i, w := range want {
 		got := evRecv(t, ch, 5*time.Second)
-		lost := got.LostAt
-		got.LostAt = time.Time{}
+		// EngineStopped is when the stream was lost, less the window in which a
+		// stopping engine stops its containers.
+		lost := got.EngineStopped
+		got.EngineStopped = time.Time{}
+		if !lost.IsZero() {
+			lost = lost.Add(engineStopWindow)
+		}
 		if got != w || (i == 2) == lost.IsZero() || (i == 2 && (lost.Before(begin) || lost.After(time.Now()))) {
 			t.Fatalf("event %d = %+v (lost at %v), want %+v", i, got, lost, w)
 		}
@@ -294,19 +301,19 @@ func evDocker(t *testing.T, args ...string) string {
 	return string(out)
 }
 
-// evWaitImage waits for an EventImage naming ref, skipping anything else the engine
+// evWaitImage waits for an sandbox.EventImage naming ref, skipping anything else the engine
 // reports meanwhile (other tests may be building images).
-func evWaitImage(t *testing.T, ch <-chan Event, ref string, within time.Duration) {
+func evWaitImage(t *testing.T, ch <-chan sandbox.Event, ref string, within time.Duration) {
 	t.Helper()
 	deadline := time.After(within)
-	var seen []Event
+	var seen []sandbox.Event
 	for {
 		select {
 		case ev, ok := <-ch:
 			if !ok {
 				t.Fatalf("events channel closed while waiting for an image event naming %s", ref)
 			}
-			if ev.Kind == EventImage && ev.Image == ref {
+			if ev.Kind == sandbox.EventImage && ev.Image == ref {
 				return
 			}
 			seen = append(seen, ev)
@@ -317,7 +324,7 @@ func evWaitImage(t *testing.T, ch <-chan Event, ref string, within time.Duration
 }
 
 // TestEventsDocker runs against the real engine: `docker build -t` and `docker tag` each
-// produce an EventImage naming the new reference, and cancelling ctx closes the channel.
+// produce an sandbox.EventImage naming the new reference, and cancelling ctx closes the channel.
 func TestEventsDocker(t *testing.T) {
 	id := evRandomHex(t)
 	c := dockerForEventsTest(t, "evtest-"+id)
@@ -331,8 +338,8 @@ func TestEventsDocker(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	ch := c.Events(ctx)
-	if ev := evRecv(t, ch, 10*time.Second); ev.Kind != EventResync {
-		t.Fatalf("first event = %+v, want EventResync", ev)
+	if ev := evRecv(t, ch, 10*time.Second); ev.Kind != sandbox.EventResync {
+		t.Fatalf("first event = %+v, want sandbox.EventResync", ev)
 	}
 
 	dir := t.TempDir()

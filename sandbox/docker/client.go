@@ -1,25 +1,24 @@
-// Package sandbox is the only package that talks to the Docker Engine. It turns a
-// ContainerSpec into a limited, hardened container on the runner's own network, starts,
-// stops, removes and lists the runner's containers by label, resolves image references,
-// and owns the runner's bridge network. It knows nothing about HTTP routing.
-package sandbox
+// Package docker is the sandbox backend for this host's Docker Engine, and with the
+// other backends the only importer of the Docker client. It turns a sandbox.Spec into a
+// limited, hardened container on the runner's own bridge network, starts, stops, removes
+// and lists the runner's containers by label, streams the engine's events, resolves and
+// builds images, and owns the runner's network. It knows nothing about HTTP routing.
+package docker
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/moby/moby/client"
+
+	"github.com/xcore/runner/sandbox"
 )
 
 // callTimeout bounds every Docker call except waits on a container, which may outlive us.
 const callTimeout = 30 * time.Second
-
-// ErrUnavailable is returned (wrapped) when the Docker Engine cannot be reached.
-var ErrUnavailable = errors.New("docker engine unavailable")
 
 // Client manages the containers and the network of one runner instance.
 type Client struct {
@@ -51,7 +50,7 @@ func (c *Client) Ping(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if _, err := c.api.Ping(ctx, client.PingOptions{NegotiateAPIVersion: true}); err != nil {
-		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+		return fmt.Errorf("docker %w: %w", sandbox.ErrUnavailable, err)
 	}
 	return nil
 }

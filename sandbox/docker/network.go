@@ -1,24 +1,17 @@
-package sandbox
+package docker
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"net/netip"
 	"strings"
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/moby/moby/client"
 	"github.com/sethvargo/go-retry"
-)
 
-// Network is the runner's own bridge network.
-type Network struct {
-	ID      string
-	Name    string
-	Gateway netip.Addr // the host's address on it: where plugins reach the runner
-}
+	"github.com/xcore/runner/sandbox"
+)
 
 // iccOption disables inter-container traffic on the bridge: plugins cannot reach each
 // other, while the host (the runner) reaches every one of them and they reach the gateway.
@@ -26,39 +19,39 @@ const iccOption = "com.docker.network.bridge.enable_icc"
 
 // EnsureNetwork returns the runner's network, creating it if missing. One network per
 // runner, not per plugin: Docker's default address pools run out after ~30 networks.
-func (c *Client) EnsureNetwork(ctx context.Context) (Network, error) {
+func (c *Client) EnsureNetwork(ctx context.Context) (sandbox.Network, error) {
 	name := c.NetworkName()
 	if n, err := c.inspectNetwork(ctx, name); err == nil {
 		return n, nil
 	} else if !cerrdefs.IsNotFound(err) {
-		return Network{}, fmt.Errorf("inspect network %s: %w", name, err)
+		return sandbox.Network{}, fmt.Errorf("inspect network %s: %w", name, err)
 	}
 	cctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
 	_, err := c.api.NetworkCreate(cctx, name, client.NetworkCreateOptions{
 		Driver:  "bridge",
 		Options: map[string]string{iccOption: "false"},
-		Labels:  map[string]string{LabelRunner: c.runnerID},
+		Labels:  map[string]string{sandbox.LabelRunner: c.runnerID},
 	})
 	if err != nil && !cerrdefs.IsConflict(err) { // Conflict: created concurrently; use it
-		return Network{}, fmt.Errorf("create network %s: %w", name, err)
+		return sandbox.Network{}, fmt.Errorf("create network %s: %w", name, err)
 	}
 	n, err := c.inspectNetwork(ctx, name)
 	if err != nil {
-		return Network{}, fmt.Errorf("inspect network %s: %w", name, err)
+		return sandbox.Network{}, fmt.Errorf("inspect network %s: %w", name, err)
 	}
 	c.log.Info("network ready", "network", name, "gateway", n.Gateway)
 	return n, nil
 }
 
-func (c *Client) inspectNetwork(ctx context.Context, name string) (Network, error) {
+func (c *Client) inspectNetwork(ctx context.Context, name string) (sandbox.Network, error) {
 	ctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
 	res, err := c.api.NetworkInspect(ctx, name, client.NetworkInspectOptions{})
 	if err != nil {
-		return Network{}, err
+		return sandbox.Network{}, err
 	}
-	n := Network{ID: res.Network.ID, Name: res.Network.Name}
+	n := sandbox.Network{ID: res.Network.ID, Name: res.Network.Name}
 	for _, cfg := range res.Network.IPAM.Config {
 		if cfg.Gateway.Is4() {
 			n.Gateway = cfg.Gateway
@@ -69,21 +62,24 @@ func (c *Client) inspectNetwork(ctx context.Context, name string) (Network, erro
 }
 
 // RemoveNetwork removes the runner's network if no container is attached to it any more.
-// It reports whether the network is gone.
-func (c *Client) RemoveNetwork(ctx context.Context) (bool, error) {
+// kept says why the network is still there when it is, and is empty when it is gone: a
+// network with containers attached, or one the engine will not remove for endpoints of
+// containers that no longer exist (moby/moby#42119: empty and harmless, reused at the
+// next start, removed by `docker network rm` after a dockerd restart). Neither is an
+// error; err is for the engine failing.
+func (c *Client) RemoveNetwork(ctx context.Context) (kept string, err error) {
 	name := c.NetworkName()
 	ictx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
 	res, err := c.api.NetworkInspect(ictx, name, client.NetworkInspectOptions{})
 	if cerrdefs.IsNotFound(err) {
-		return true, nil
+		return "", nil
 	}
 	if err != nil {
-		return false, fmt.Errorf("inspect network %s: %w", name, err)
+		return "", fmt.Errorf("inspect network %s: %w", name, err)
 	}
 	if n := len(res.Network.Containers); n > 0 {
-		c.log.Info("network kept: containers still attached", "network", name, "containers", n)
-		return false, nil
+		return fmt.Sprintf("network %s kept: %d containers still attached", name, n), nil
 	}
 	// Right after its last container went, the engine may still count that container's
 	// endpoint for a moment: retry for a while. Some endpoints never go (a known engine
@@ -99,21 +95,16 @@ func (c *Client) RemoveNetwork(ctx context.Context) (bool, error) {
 	})
 	switch {
 	case err != nil && activeEndpoints(err):
-		return false, fmt.Errorf("%w: remove network %s: %v", ErrNetworkInUse, name, err)
+		return fmt.Sprintf("network %s left by the engine with stale endpoints and no container (reused at the next start): %v", name, err), nil
 	case err != nil:
-		return false, fmt.Errorf("remove network %s: %w", name, err)
+		return "", fmt.Errorf("remove network %s: %w", name, err)
 	}
-	return true, nil
+	return "", nil
 }
 
 // networkRemoveFor is how long RemoveNetwork retries a network the engine says still
 // has endpoints.
 const networkRemoveFor = 5 * time.Second
-
-// ErrNetworkInUse: the engine refuses to remove the runner's network for endpoints of
-// containers that no longer exist. The network is empty and harmless; the runner reuses
-// it on its next start, and `docker network rm` removes it after a dockerd restart.
-var ErrNetworkInUse = errors.New("network has stale endpoints")
 
 // activeEndpoints reports the engine's 403 "network ... has active endpoints".
 func activeEndpoints(err error) bool {

@@ -1,4 +1,4 @@
-package sandbox
+package docker
 
 import (
 	"context"
@@ -12,52 +12,9 @@ import (
 	"github.com/moby/moby/api/types/events"
 	"github.com/moby/moby/client"
 	"github.com/sethvargo/go-retry"
+
+	"github.com/xcore/runner/sandbox"
 )
-
-// EventKind says what an Event asks the runner to look at again. Events are level
-// triggers: the runner re-observes, it never applies an event as a state change.
-type EventKind int
-
-const (
-	// EventResync: the stream (re)connected. Anything may have changed while we were not
-	// listening; re-list everything.
-	EventResync EventKind = iota
-	// EventImage: an image was tagged, untagged, deleted, loaded, imported, pulled or
-	// built; image references may resolve differently now.
-	EventImage
-	// EventDie: one of this runner's containers exited (ExitCode set).
-	EventDie
-	// EventOOM: one of this runner's containers hit its memory limit.
-	EventOOM
-)
-
-func (k EventKind) String() string {
-	switch k {
-	case EventResync:
-		return "resync"
-	case EventImage:
-		return "image"
-	case EventDie:
-		return "die"
-	case EventOOM:
-		return "oom"
-	}
-	return "EventKind(" + strconv.Itoa(int(k)) + ")"
-}
-
-// Event is one engine event relevant to this runner.
-type Event struct {
-	Kind        EventKind
-	ContainerID string // EventDie, EventOOM
-	Plugin      string // container events: the io.xcore.plugin label
-	Generation  int    // container events: the io.xcore.generation label (0 if absent)
-	ExitCode    int    // EventDie: the engine's exitCode (-1 if it sent none)
-	Image       string // EventImage: the reference or image ID the event names
-	// LostAt (EventResync) is when the stream was lost before this reconnection; zero
-	// on the first connection. A daemon that stops stops every container first, so
-	// deaths shortly before LostAt may be the engine's doing, not the plugins'.
-	LostAt time.Time
-}
 
 // imageActions are the image events after which a reference may resolve to another
 // image ID. Checked on this engine (20.10, legacy builder): `docker build -t` emits
@@ -72,6 +29,11 @@ var imageActions = []events.Action{
 
 // containerActions are the container events the supervisors react to.
 var containerActions = []events.Action{events.ActionDie, events.ActionOOM}
+
+// engineStopWindow: deaths this long before the stream was lost may be the engine's
+// doing. A stopping dockerd stops every container (SIGTERM, each its stop timeout)
+// before its API goes: the plugins exit, cleanly or not, and that is no verdict on them.
+const engineStopWindow = time.Minute
 
 // Backoff between reconnection attempts of the events stream.
 const (
@@ -89,8 +51,8 @@ const (
 // reconnects with capped exponential backoff and jitter, for as long as ctx lives, and
 // logs a warning once per outage and an info line when it is back. Sends never block
 // past the end of ctx.
-func (c *Client) Events(ctx context.Context) <-chan Event {
-	out := make(chan Event)
+func (c *Client) Events(ctx context.Context) <-chan sandbox.Event {
+	out := make(chan sandbox.Event)
 	go func() {
 		defer close(out)
 		defer func() {
@@ -103,7 +65,7 @@ func (c *Client) Events(ctx context.Context) <-chan Event {
 	return out
 }
 
-func (c *Client) eventsLoop(ctx context.Context, out chan<- Event) {
+func (c *Client) eventsLoop(ctx context.Context, out chan<- sandbox.Event) {
 	var downSince time.Time // zero while connected or before the first attempt failed
 	connected := false      // a stream was up once
 	for {
@@ -179,7 +141,7 @@ func (c *Client) subscribe(ctx context.Context) (*eventStreams, error) {
 	s.containers = c.api.Events(sctx, client.EventsListOptions{
 		Filters: client.Filters{}.
 			Add("type", string(events.ContainerEventType)).
-			Add("label", LabelRunner+"="+c.runnerID).
+			Add("label", sandbox.LabelRunner+"="+c.runnerID).
 			Add("event", actionStrings(containerActions)...),
 	})
 	// A request that failed outright has (almost always) reported it by now.
@@ -206,8 +168,12 @@ func (s *eventStreams) close() {
 
 // pump sends EventResync (with lostAt), then forwards mapped events until a stream fails
 // (returning why) or ctx ends.
-func (c *Client) pump(ctx context.Context, s *eventStreams, out chan<- Event, lostAt time.Time) error {
-	if !send(ctx, out, Event{Kind: EventResync, LostAt: lostAt}) {
+func (c *Client) pump(ctx context.Context, s *eventStreams, out chan<- sandbox.Event, lostAt time.Time) error {
+	ev := sandbox.Event{Kind: sandbox.EventResync}
+	if !lostAt.IsZero() {
+		ev.EngineStopped = lostAt.Add(-engineStopWindow)
+	}
+	if !send(ctx, out, ev) {
 		return ctx.Err()
 	}
 	for {
@@ -240,7 +206,7 @@ func streamEnded(which string, err error) error {
 	return fmt.Errorf("docker %s events stream: %w", which, err)
 }
 
-func send(ctx context.Context, out chan<- Event, ev Event) bool {
+func send(ctx context.Context, out chan<- sandbox.Event, ev sandbox.Event) bool {
 	select {
 	case out <- ev:
 		return true
@@ -252,42 +218,42 @@ func send(ctx context.Context, out chan<- Event, ev Event) bool {
 // toEvent maps an engine message to an Event; false means "not relevant to this runner".
 // The engine already filters, but a container event counts only when it carries our
 // runner label, whatever filter produced it.
-func toEvent(m events.Message, runnerID string) (Event, bool) {
+func toEvent(m events.Message, runnerID string) (sandbox.Event, bool) {
 	switch m.Type {
 	case events.ImageEventType:
 		if !slices.Contains(imageActions, m.Action) {
-			return Event{}, false
+			return sandbox.Event{}, false
 		}
 		ref := m.Actor.Attributes["name"]
 		if ref == "" {
 			ref = m.Actor.ID
 		}
-		return Event{Kind: EventImage, Image: ref}, true
+		return sandbox.Event{Kind: sandbox.EventImage, Image: ref}, true
 
 	case events.ContainerEventType:
 		attrs := m.Actor.Attributes
-		if id, ok := attrs[LabelRunner]; !ok || id != runnerID {
-			return Event{}, false
+		if id, ok := attrs[sandbox.LabelRunner]; !ok || id != runnerID {
+			return sandbox.Event{}, false
 		}
-		ev := Event{ContainerID: m.Actor.ID, Plugin: attrs[LabelPlugin]}
-		if g, err := strconv.Atoi(attrs[LabelGeneration]); err == nil {
+		ev := sandbox.Event{InstanceID: m.Actor.ID, Plugin: attrs[sandbox.LabelPlugin]}
+		if g, err := strconv.Atoi(attrs[sandbox.LabelGeneration]); err == nil {
 			ev.Generation = g
 		}
 		switch m.Action {
 		case events.ActionDie:
-			ev.Kind = EventDie
+			ev.Kind = sandbox.EventDie
 			ev.ExitCode = -1
 			if code, err := strconv.Atoi(attrs["exitCode"]); err == nil {
 				ev.ExitCode = code
 			}
 		case events.ActionOOM:
-			ev.Kind = EventOOM
+			ev.Kind = sandbox.EventOOM
 		default:
-			return Event{}, false
+			return sandbox.Event{}, false
 		}
 		return ev, true
 	}
-	return Event{}, false
+	return sandbox.Event{}, false
 }
 
 func actionStrings(list []events.Action) []string {

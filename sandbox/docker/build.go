@@ -1,4 +1,4 @@
-package sandbox
+package docker
 
 import (
 	"archive/tar"
@@ -20,7 +20,30 @@ import (
 	"github.com/moby/moby/client"
 	"github.com/moby/patternmatcher"
 	"github.com/moby/patternmatcher/ignorefile"
+
+	"github.com/xcore/runner/sandbox"
 )
+
+// BuildImage resolves a plugin folder to an image: tagged xcore-build/<plugin>:<content
+// hash>, so an unchanged folder is never rebuilt (and keeps its image ID across runner
+// restarts, which adoption needs). A folder not built yet is built when build is true,
+// each line of the builder's output passed to progress; when false (`runner plan`) it
+// resolves to a placeholder ID that shows as a change.
+func (c *Client) BuildImage(ctx context.Context, plugin, dir string, build bool, progress func(line string)) (ref, id string, err error) {
+	bc, err := PackContext(dir)
+	if err != nil {
+		return "", "", err
+	}
+	ref = fmt.Sprintf("xcore-build/%s:%s", plugin, bc.Hash[:12])
+	if id, err = c.ResolveImage(ctx, ref); err == nil {
+		return ref, id, nil
+	}
+	if !build {
+		return ref, "unbuilt:" + bc.Hash[:12], nil
+	}
+	id, err = c.Build(ctx, bc, ref, plugin, progress)
+	return ref, id, err
+}
 
 // BuildContext is a plugin folder packed for the engine: the tar it receives and a hash
 // of exactly what is in it, so the same content gives the same tag (and no rebuild).
@@ -122,7 +145,7 @@ func (c *Client) Build(ctx context.Context, bc BuildContext, tag, plugin string,
 		Tags:        []string{tag},
 		Remove:      true,
 		ForceRemove: true,
-		Labels:      map[string]string{LabelRunner: c.runnerID, LabelPlugin: plugin},
+		Labels:      map[string]string{sandbox.LabelRunner: c.runnerID, sandbox.LabelPlugin: plugin},
 	})
 	if err != nil {
 		return "", fmt.Errorf("build %s: %w", tag, err)
