@@ -75,6 +75,7 @@ func defaultSupervisor() config.Supervisor {
 		DrainTimeout:   30 * time.Second,
 		MaxConcurrent:  256,
 		MaxBody:        10 * mib,
+		Replicas:       1,
 		Restart: config.Restart{
 			Policy:     config.RestartOnFailure,
 			Attempts:   5,
@@ -156,6 +157,7 @@ func TestLoadFull(t *testing.T) {
 					DrainTimeout:   time.Minute,
 					MaxConcurrent:  64,
 					MaxBody:        mib,
+					Replicas:       3,
 					Restart: config.Restart{
 						Policy:     config.RestartAlways,
 						Attempts:   10,
@@ -383,6 +385,8 @@ func TestLoadInvalid(t *testing.T) {
 		{name: "cpus not a number", path: "cpus_string.hcl", line: 5, summary: "Invalid cpus", detail: "must be a number"},
 		{name: "pids zero", path: "pids_zero.hcl", line: 5, summary: "Invalid pids", detail: "use 1 or more"},
 		{name: "max_body not a size", path: "max_body_bad.hcl", line: 5, summary: "Invalid max_body"},
+		{name: "replicas over 64", path: "replicas_65.hcl", line: 5, summary: "Invalid replicas", detail: "got 65; use 1 to 64"},
+		{name: "replicas zero", path: "replicas_0.hcl", line: 5, summary: "Invalid replicas", detail: "got 0; use 1 to 64"},
 		{name: "port zero", path: "port_zero.hcl", line: 3, summary: "Invalid port", detail: "use 1 to 65535"},
 		{name: "port 70000", path: "port_70000.hcl", line: 3, summary: "Invalid port", detail: "got 70000"},
 		{name: "missing port", path: "missing_port.hcl", line: 1, summary: "Missing port"},

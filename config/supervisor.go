@@ -11,6 +11,9 @@ import (
 	"github.com/hashicorp/hcl/v2"
 )
 
+// MaxReplicas bounds supervisor { replicas }: instances of one plugin.
+const MaxReplicas = 64
+
 // minMemory is Docker's minimum memory limit.
 const minMemory = 6 * units.MiB
 
@@ -33,6 +36,7 @@ var supervisorSchema = &hcl.BodySchema{
 		{Name: "drain_timeout"},
 		{Name: "max_concurrent"},
 		{Name: "max_body"},
+		{Name: "replicas"},
 	},
 	Blocks: []hcl.BlockHeaderSchema{
 		{Type: blockRestart},
@@ -74,6 +78,7 @@ func defaultSupervisor() Supervisor {
 		DrainTimeout:   30 * time.Second,
 		MaxConcurrent:  256,
 		MaxBody:        10 * units.MiB,
+		Replicas:       1,
 		Restart: Restart{
 			Policy:     RestartOnFailure,
 			Attempts:   5,
@@ -116,6 +121,7 @@ func (l *loader) decodeSupervisor(b *hcl.Block, plugin string, s *Supervisor) {
 	l.duration(attrs, "drain_timeout", &s.DrainTimeout)
 	integer(&l.decoder, attrs, "max_concurrent", &s.MaxConcurrent, 1, math.MaxInt)
 	l.size(attrs, "max_body", &s.MaxBody, 1)
+	integer(&l.decoder, attrs, "replicas", &s.Replicas, 1, MaxReplicas)
 
 	if user != nil && isRoot(s.User) {
 		if !s.AllowRoot {

@@ -99,6 +99,9 @@ type Supervisor struct {
 	DrainTimeout   time.Duration
 	MaxConcurrent  int
 	MaxBody        int64 // bytes
+	// Replicas is how many instances of the plugin run (1..64), balanced by the proxy.
+	// Not in the snapshot: changing it scales the running generation in place.
+	Replicas int
 
 	Restart Restart
 	Health  Health

@@ -17,6 +17,7 @@ const (
 	EventCrash       EventType = "crash"        // the serving container died or failed its probes (Reason)
 	EventProbeFailed EventType = "probe_failed" // one health probe failed
 	EventReload      EventType = "reload"       // a config reload was applied or rejected (Message)
+	EventPlanError   EventType = "plan_error"   // a plugin's desired state cannot be computed (Reason): nothing changes for it
 )
 
 // Event is one thing that happened, for the admin API's event stream and the metrics.

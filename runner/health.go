@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/xcore/runner/config"
@@ -22,7 +21,7 @@ import (
 // plugins probed every 5 s about 4 % of a core. Owned by one goroutine at a time (the
 // plugin's supervisor); the zero value is ready to use.
 type probeConn struct {
-	endpoint string
+	endpoint sandbox.Endpoint
 	rt       proxy.Upstream
 }
 
@@ -34,39 +33,29 @@ func (k *probeConn) Close() {
 	}
 }
 
-// transport returns the transport to endpoint (host:port, or unix:<socket>), a new one
-// when the endpoint changed (a new container).
-func (k *probeConn) transport(endpoint string) proxy.Upstream {
+// transport returns the transport to endpoint, a new one when the endpoint changed (a
+// new instance).
+func (k *probeConn) transport(endpoint sandbox.Endpoint) proxy.Upstream {
 	if k.rt == nil || k.endpoint != endpoint {
 		k.Close()
 		k.endpoint = endpoint
-		if sock, ok := strings.CutPrefix(endpoint, "unix:"); ok {
-			k.rt = proxy.NewUpstream("unix", sock, 1)
-		} else {
-			k.rt = proxy.NewUpstream("tcp", endpoint, 1)
-		}
+		k.rt = proxy.NewUpstream(endpoint.Network, endpoint.Address, 1)
 	}
 	return k.rt
 }
 
-// probe checks a plugin from the runner's side (scratch images have no shell, so Docker
-// HEALTHCHECKs cannot run inside them): one check of endpoint (host:port, or unix:<socket>). With a health path, it
-// wants a 2xx/3xx answer. Without one it wants the plugin to be listening: a connect
-// when the runner dials the container itself (or its socket), but an HTTP answer of any
-// status through a published port, because Docker's userland proxy accepts connections
-// even when nothing listens behind it. kc keeps the connection for the next probe; nil:
-// a connection for this probe only.
-func probe(ctx context.Context, kc *probeConn, endpoint string, h config.Health, published bool) error {
+// probe checks a plugin instance from the runner's side (scratch images have no shell,
+// so engine health checks cannot run inside them): one check of endpoint. With a health
+// path, it wants a 2xx/3xx answer. Without one it wants the plugin to be listening: a
+// connect, unless something accepts connections on the plugin's behalf (a proxied
+// endpoint), where it wants an HTTP answer of any status. kc keeps the connection for the
+// next probe; nil: a connection for this probe only.
+func probe(ctx context.Context, kc *probeConn, endpoint sandbox.Endpoint, h config.Health) error {
 	ctx, cancel := context.WithTimeout(ctx, h.Timeout)
 	defer cancel()
-	sock, unix := strings.CutPrefix(endpoint, "unix:")
-	if h.Path == "" && (unix || !published) {
-		network, addr := "tcp", endpoint
-		if unix {
-			network, addr = "unix", sock
-		}
+	if h.Path == "" && !endpoint.Proxied {
 		var d net.Dialer
-		c, err := d.DialContext(ctx, network, addr)
+		c, err := d.DialContext(ctx, endpoint.Network, endpoint.Address)
 		if err != nil {
 			return err
 		}
@@ -80,8 +69,8 @@ func probe(ctx context.Context, kc *probeConn, endpoint string, h config.Health,
 		kc = &probeConn{}
 		defer kc.Close()
 	}
-	host := endpoint
-	if unix {
+	host := endpoint.Address
+	if endpoint.Network == "unix" {
 		host = "plugin"
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+host+path, nil)
@@ -108,8 +97,7 @@ const startPollInterval = 50 * time.Millisecond
 
 // waitHealthy probes until the plugin answers, the container exits, or ctx (bounded by
 // start_timeout) ends.
-func (r *Runner) waitHealthy(ctx context.Context, ctr sandbox.Container, pc *config.Plugin) error {
-	published := r.config().Runner.Reach != config.ReachAddress
+func (r *Runner) waitHealthy(ctx context.Context, ctr sandbox.Instance, pc *config.Plugin) error {
 	h := pc.Supervisor.Health
 	tick := time.NewTicker(startPollInterval)
 	defer tick.Stop()
@@ -118,7 +106,7 @@ func (r *Runner) waitHealthy(ctx context.Context, ctr sandbox.Container, pc *con
 	var kc probeConn
 	defer kc.Close()
 	for {
-		if lastErr = probe(ctx, &kc, ctr.Endpoint, h, published); lastErr == nil {
+		if lastErr = probe(ctx, &kc, ctr.Endpoint, h); lastErr == nil {
 			return nil
 		}
 		r.log.Debug("start probe failed", "container", ctr.Name, "err", lastErr)
@@ -143,12 +131,12 @@ func (r *Runner) waitHealthy(ctx context.Context, ctr sandbox.Container, pc *con
 
 // probeUntil is waitHealthy bounded by within: for containers found running (adoption),
 // which either answer promptly or are not worth keeping.
-func (r *Runner) probeUntil(ctx context.Context, ctr sandbox.Container, pc *config.Plugin, within time.Duration) error {
+func (r *Runner) probeUntil(ctx context.Context, ctr sandbox.Instance, pc *config.Plugin, within time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, within)
 	defer cancel()
 	return r.waitHealthy(ctx, ctr, pc)
 }
 
-func exitError(c sandbox.Container) error {
+func exitError(c sandbox.Instance) error {
 	return fmt.Errorf("%s before becoming healthy", c.ExitReason())
 }

@@ -11,10 +11,11 @@ import (
 	"time"
 
 	"github.com/xcore/runner/config"
+	"github.com/xcore/runner/sandbox"
 )
 
 // probeServer is a plugin stand-in that counts the connections probes open.
-func probeServer(t *testing.T, h http.HandlerFunc) (endpoint string, srv *httptest.Server, conns *atomic.Int64) {
+func probeServer(t *testing.T, h http.HandlerFunc) (endpoint sandbox.Endpoint, srv *httptest.Server, conns *atomic.Int64) {
 	t.Helper()
 	conns = &atomic.Int64{}
 	srv = httptest.NewUnstartedServer(h)
@@ -25,7 +26,7 @@ func probeServer(t *testing.T, h http.HandlerFunc) (endpoint string, srv *httpte
 	}
 	srv.Start()
 	t.Cleanup(srv.Close)
-	return strings.TrimPrefix(srv.URL, "http://"), srv, conns
+	return sandbox.TCP(strings.TrimPrefix(srv.URL, "http://")), srv, conns
 }
 
 var probeHealth = config.Health{Path: "/healthz", Timeout: time.Second}
@@ -40,7 +41,7 @@ func TestProbeKeepsItsConnection(t *testing.T) {
 	var kc probeConn
 	defer kc.Close()
 	for i := range 5 {
-		if err := probe(context.Background(), &kc, ep, probeHealth, false); err != nil {
+		if err := probe(context.Background(), &kc, ep, probeHealth); err != nil {
 			t.Fatalf("probe %d: %v", i, err)
 		}
 	}
@@ -48,7 +49,7 @@ func TestProbeKeepsItsConnection(t *testing.T) {
 		t.Errorf("5 probes with a kept connection opened %d connections, want 1", n)
 	}
 	for range 3 {
-		if err := probe(context.Background(), nil, ep, probeHealth, false); err != nil {
+		if err := probe(context.Background(), nil, ep, probeHealth); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -63,16 +64,16 @@ func TestProbeSurvivesClosedConnections(t *testing.T) {
 	ep, srv, conns := probeServer(t, func(http.ResponseWriter, *http.Request) {})
 	var kc probeConn
 	defer kc.Close()
-	if err := probe(context.Background(), &kc, ep, probeHealth, false); err != nil {
+	if err := probe(context.Background(), &kc, ep, probeHealth); err != nil {
 		t.Fatal(err)
 	}
 	srv.CloseClientConnections()
-	if err := probe(context.Background(), &kc, ep, probeHealth, false); err != nil {
+	if err := probe(context.Background(), &kc, ep, probeHealth); err != nil {
 		t.Fatalf("probe after the plugin closed the kept connection: %v", err)
 	}
 	srv.Config.SetKeepAlivesEnabled(false) // "Connection: close" on every answer
 	for i := range 3 {
-		if err := probe(context.Background(), &kc, ep, probeHealth, false); err != nil {
+		if err := probe(context.Background(), &kc, ep, probeHealth); err != nil {
 			t.Fatalf("probe %d of a plugin that closes connections: %v", i, err)
 		}
 	}
@@ -107,13 +108,15 @@ func TestProbeVerdicts(t *testing.T) {
 		{500, config.Health{Timeout: time.Second}, true, true}, // published, no path: any answer
 	} {
 		status.Store(int64(tc.status))
-		err := probe(context.Background(), &kc, ep, tc.h, tc.published)
+		e := ep
+		e.Proxied = tc.published
+		err := probe(context.Background(), &kc, e, tc.h)
 		if (err == nil) != tc.ok {
 			t.Errorf("status %d, path %q, published %v: err = %v, want ok = %v", tc.status, tc.h.Path, tc.published, err, tc.ok)
 		}
 	}
 	begin := time.Now()
-	err := probe(context.Background(), &kc, ep, config.Health{Path: "/hang", Timeout: 200 * time.Millisecond}, false)
+	err := probe(context.Background(), &kc, ep, config.Health{Path: "/hang", Timeout: 200 * time.Millisecond})
 	if took := time.Since(begin); err == nil || took > time.Second {
 		t.Errorf("hanging plugin: err = %v after %s, want an error at the 200ms timeout", err, took)
 	}

@@ -14,8 +14,8 @@ func TestMakePlanGolden(t *testing.T) {
 		return snapshot.Spec{ImageRef: "hello:1", ImageID: "sha256:aaaaaaaaaaaaaaaa", Env: map[string]string{"GREETING": greeting}, Port: 8080, CPUs: 1, Memory: 256 << 20, Pids: 256, Network: "bridge", ReadOnly: true, User: "65532:65532"}
 	}
 	desired := func(s snapshot.Spec) Desired { return Desired{Spec: s, Hash: snapshot.Hash(s)} }
-	running := func(id, plugin string, gen int, s snapshot.Spec) sandbox.Container {
-		return sandbox.Container{ID: id, Plugin: plugin, Generation: gen, Running: true, Snapshot: snapshot.Hash(s), SpecLabel: snapshot.Encode(s)}
+	running := func(id, plugin string, gen int, s snapshot.Spec) sandbox.Instance {
+		return sandbox.Instance{ID: id, Plugin: plugin, Generation: gen, Running: true, Snapshot: snapshot.Hash(s), SpecLabel: snapshot.Encode(s)}
 	}
 	hi, hey := spec("hi"), spec("hey")
 	exited := running("c9", "keep", 1, hi)
@@ -24,16 +24,16 @@ func TestMakePlanGolden(t *testing.T) {
 	tests := []struct {
 		name     string
 		desired  map[string]Desired
-		observed []sandbox.Container
+		observed []sandbox.Instance
 		want     string
 		changes  bool
 	}{
 		{"nothing runs", map[string]Desired{"hello": desired(hi)}, nil, "+ hello: add\n", true},
-		{"matches", map[string]Desired{"hello": desired(hi)}, []sandbox.Container{running("c1", "hello", 3, hi)}, "= hello: unchanged\n", false},
-		{"env changed", map[string]Desired{"hello": desired(hey)}, []sandbox.Container{running("c1", "hello", 3, hi)}, "~ hello: replace (env GREETING changed)\n", true},
-		{"unconfigured", map[string]Desired{}, []sandbox.Container{running("c1", "old", 1, hi)}, "- old: remove (no longer configured)\n", true},
-		{"stale generations", map[string]Desired{"hello": desired(hi)}, []sandbox.Container{running("c2", "hello", 4, hi), running("c1", "hello", 3, hey)}, "= hello: unchanged; remove 1 stale container(s)\n", true},
-		{"exited container is not kept", map[string]Desired{"keep": desired(hi)}, []sandbox.Container{exited}, "+ keep: add; remove 1 stale container(s)\n", true},
+		{"matches", map[string]Desired{"hello": desired(hi)}, []sandbox.Instance{running("c1", "hello", 3, hi)}, "= hello: unchanged\n", false},
+		{"env changed", map[string]Desired{"hello": desired(hey)}, []sandbox.Instance{running("c1", "hello", 3, hi)}, "~ hello: replace (env GREETING changed)\n", true},
+		{"unconfigured", map[string]Desired{}, []sandbox.Instance{running("c1", "old", 1, hi)}, "- old: remove (no longer configured)\n", true},
+		{"stale generations", map[string]Desired{"hello": desired(hi)}, []sandbox.Instance{running("c2", "hello", 4, hi), running("c1", "hello", 3, hey)}, "= hello: unchanged; remove 1 stale container(s)\n", true},
+		{"exited container is not kept", map[string]Desired{"keep": desired(hi)}, []sandbox.Instance{exited}, "+ keep: add; remove 1 stale container(s)\n", true},
 		{"unresolvable", map[string]Desired{"ghost": {Err: errors.New(`image "ghost:1" not found locally`)}}, nil, "! ghost: error (image \"ghost:1\" not found locally)\n", true},
 		{"sorted by name", map[string]Desired{"b": desired(hi), "a": desired(hi)}, nil, "+ a: add\n+ b: add\n", true},
 	}

@@ -56,6 +56,41 @@ func (h *hclRunner) get(path string) (int, string) {
 	return httpGet(h.t, "http://"+h.Addr().String()+path)
 }
 
+// reloadNow reloads the config and waits until every supervisor has decided on it.
+func (h *hclRunner) reloadNow() ReloadResult {
+	h.t.Helper()
+	res, err := h.ReloadNow(context.Background())
+	if err != nil || !res.Applied {
+		h.t.Fatalf("reload: %+v %v", res, err)
+	}
+	h.mu.Lock()
+	names := make([]string, 0, len(h.sups))
+	for name := range h.sups {
+		names = append(names, name)
+	}
+	h.mu.Unlock()
+	for _, name := range names {
+		h.caughtUp(name)
+	}
+	return res
+}
+
+// caughtUp waits until the supervisor of name has decided on every desired state.
+func (h *hclRunner) caughtUp(name string) {
+	h.t.Helper()
+	h.mu.Lock()
+	s := h.sups[name]
+	h.mu.Unlock()
+	waitFor(h.t, name+" decided", s.caughtUp)
+}
+
+// generations is how many generations of name were allocated (or seen).
+func (h *hclRunner) generations(name string) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.gens[name]
+}
+
 func (h *hclRunner) status(name string) Status {
 	for _, s := range h.Statuses() {
 		if s.Name == name {
@@ -118,7 +153,7 @@ func TestFailedReplacementKeepsOldGeneration(t *testing.T) {
 	first := h.status("hello")
 
 	h.write(strings.Replace(hello("hi", "5s"), "hello:1", "hello:2", 1))
-	h.Reload()
+	h.reloadNow()
 	waitFor(t, "failure recorded", func() bool { return h.status("hello").LastError != "" })
 	st := h.status("hello")
 	if st.Container != first.Container || st.State != StateHealthy || !strings.Contains(st.LastError, "exited with code 3") {
@@ -127,22 +162,23 @@ func TestFailedReplacementKeepsOldGeneration(t *testing.T) {
 	if code, body := h.get("/plugins/hello/"); code != 200 || !strings.HasPrefix(body, "hi") {
 		t.Errorf("old generation not serving: %d %q", code, body)
 	}
-	if n := f.count(); n != 1 {
-		t.Errorf("%d containers, want only the old one (the failed one removed)", n)
-	}
-	// Reloads without a change do not retry the failed replacement.
-	runs := f.runCount()
+	waitFor(t, "the failed generation removed", func() bool { return f.count() == 1 })
+	// Reloads without a change do not retry the failed replacement, nor does a
+	// runner-side change: each reload is decided on by the supervisor, and no
+	// generation is allocated for a retry.
+	gens := h.generations("hello")
 	for range 3 {
-		h.Reload()
+		h.reloadNow()
 	}
-	h.write(hello("hi", "6s")) // a runner-side change: still no retry
-	h.Reload()
-	waitFor(t, "timeout change applied", func() bool { return h.config().Plugins["hello"].Supervisor.RequestTimeout == 6*time.Second })
+	h.write(strings.Replace(hello("hi", "6s"), "hello:1", "hello:2", 1))
+	h.reloadNow()
+	if got := h.generations("hello"); got != gens {
+		t.Fatalf("%d generations allocated by unchanged reloads, want none (a retry of the failed replacement)", got-gens)
+	}
 	h.write(strings.Replace(hello("hey", "5s"), "hello:1", "hello:2", 1)) // a real change: retried
-	h.Reload()
-	waitFor(t, "retry on change", func() bool { return f.runCount() == runs+1 })
-	if f.runCount() != runs+1 {
-		t.Errorf("%d starts after reloads, want exactly one retry on the real change", f.runCount()-runs)
+	h.reloadNow()
+	if got := h.generations("hello"); got != gens+1 {
+		t.Errorf("%d generations allocated by a real change, want exactly one retry", got-gens)
 	}
 }
 
@@ -162,22 +198,29 @@ func TestRunnerSideSettingsApplyLive(t *testing.T) {
 	}
 }
 
+// A config that fails validation changes nothing, even where the rest of it carries a
+// change of its own; fixed, the intended change (another one) applies alone.
 func TestBrokenConfigChangesNothing(t *testing.T) {
 	f := newFake()
 	f.images["hello:1"] = "sha256:h"
 	h := startHCL(t, f, hello("hi", "5s"))
 	before := h.status("hello")
-	h.write(hello("hey", "5s") + "\nplugin \"x\" { port = 0 }\n")
-	h.Reload()
-	// Then fix it: the intended change applies.
-	h.write(hello("hey", "5s"))
-	h.Reload()
-	waitFor(t, "fixed config applied", func() bool { return h.status("hello").LastChange != "" })
-	if _, body := h.get("/plugins/hello/"); !strings.HasPrefix(body, "hey") {
-		t.Errorf("fixed config not serving: %q", body)
+	h.write(hello("broken", "5s") + "\nplugin \"x\" { port = 0 }\n")
+	if res, err := h.ReloadNow(context.Background()); err != nil || res.Applied || len(res.Diagnostics) == 0 {
+		t.Fatalf("broken config: %+v %v, want rejected with diagnostics", res, err)
 	}
-	if st := h.status("hello"); st.Generation != before.Generation+1 {
-		t.Errorf("generation %d, want %d: the broken config must not have applied anything", st.Generation, before.Generation+1)
+	h.caughtUp("hello")
+	if got := h.generations("hello"); got != before.Generation {
+		t.Fatalf("%d generations after a rejected config, want %d", got, before.Generation)
+	}
+	if _, body := h.get("/plugins/hello/"); !strings.HasPrefix(body, "hi") {
+		t.Fatalf("serving %q after a rejected config, want the old generation", body)
+	}
+	h.write(hello("hey", "5s"))
+	h.reloadNow()
+	waitFor(t, "fixed config serving", func() bool { _, body := h.get("/plugins/hello/"); return strings.HasPrefix(body, "hey") })
+	if st := h.status("hello"); st.Generation != before.Generation+1 || st.LastChange != "env GREETING changed" {
+		t.Errorf("generation %d (%q), want %d: the broken config must not have applied anything", st.Generation, st.LastChange, before.Generation+1)
 	}
 }
 
@@ -204,10 +247,10 @@ func TestAdoptsMatchingContainerWithoutRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg, _, _ := config.Load(path)
-	d := desiredFor(cfg, cfg.Plugins["hello"], "sha256:h", 0)
-	spec := containerSpec(cfg.Plugins["hello"], d, 7)
-	f.leftover(sandbox.Container{ID: "old", Plugin: "hello", Generation: 7, Snapshot: spec.Snapshot, SpecLabel: spec.SpecLabel, ImageID: "sha256:h"}, "adopted")
-	f.leftover(sandbox.Container{ID: "older", Plugin: "hello", Generation: 6, Snapshot: "x"}, "stale")
+	d := desiredFor(cfg, cfg.Plugins["hello"], "sha256:h", 0, false)
+	spec := containerSpec(cfg.Plugins["hello"], d, 7, 0)
+	f.leftover(sandbox.Instance{ID: "old", Plugin: "hello", Generation: 7, Snapshot: spec.Snapshot, SpecLabel: spec.SpecLabel, ImageID: "sha256:h"}, "adopted")
+	f.leftover(sandbox.Instance{ID: "older", Plugin: "hello", Generation: 6, Snapshot: "x"}, "stale")
 
 	h := startHCL(t, f, hello("hi", "5s"))
 	if f.runCount() != 0 {
@@ -281,13 +324,24 @@ func TestBuildFromFolderRebuildsOnChange(t *testing.T) {
 		t.Fatalf("status %+v", st)
 	}
 	// Nothing changed: a resync neither rebuilds nor replaces.
-	h.Resync()
-	if err := os.WriteFile(filepath.Join(dir, "app"), []byte("v2"), 0o755); err != nil {
+	if _, err := h.passNow(context.Background(), false); err != nil {
 		t.Fatal(err)
 	}
-	h.Resync()
+	if n := f.buildCount(); n != 1 || f.runCount() != 1 {
+		t.Fatalf("after a resync with nothing changed: %d builds, %d starts; want 1 and 1", n, f.runCount())
+	}
+	// Written whole (as an editor saves), so that the pass hashes either version.
+	if err := os.WriteFile(filepath.Join(dir, "app.tmp"), []byte("v2"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(dir, "app.tmp"), filepath.Join(dir, "app")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.passNow(context.Background(), false); err != nil {
+		t.Fatal(err)
+	}
 	waitFor(t, "rebuilt and replaced", func() bool { return h.status("built").ImageID != st.ImageID })
-	if got := h.status("built"); got.Generation != 2 || !strings.Contains(got.LastChange, "xcore-build/built:") {
-		t.Errorf("after the change: %+v", got)
+	if got := h.status("built"); got.Generation != 2 || !strings.Contains(got.LastChange, "xcore-build/built:") || f.buildCount() != 2 {
+		t.Errorf("after the change: %+v after %d builds, want generation 2 after 2 builds", got, f.buildCount())
 	}
 }

@@ -1,9 +1,10 @@
 // Package runner orchestrates: it turns the desired state of a config into running
-// plugin containers (through a Sandbox) and routes to them (through a Router). One
-// supervisor goroutine per plugin owns that plugin's containers; a reconcile loop owns
-// the set of supervisors and is woken — level-triggered — by config file changes,
-// SIGHUP (Reload) and Docker image events. It never parses HCL nor builds Docker
-// requests itself.
+// plugin instances (through a Sandbox backend) and routes to them (through a Router).
+// One supervisor per plugin owns that plugin's generations and instances; a reconcile
+// loop owns the set of supervisors. Every path that may change what runs — start-up,
+// config file changes, SIGHUP and POST /v1/reload, image events, a periodic resync —
+// goes observe (list the runner's instances by label) → plan (pure) → apply. It never
+// parses HCL nor talks to an engine's API itself.
 package runner
 
 import (
@@ -13,18 +14,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/netip"
-	"reflect"
-	"slices"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/xcore/runner/config"
 	"github.com/xcore/runner/proxy"
-	"github.com/xcore/runner/sandbox"
-	"github.com/xcore/runner/services"
 )
 
 // Options configures a Runner.
@@ -39,7 +34,7 @@ type Options struct {
 	// OnStatus, if set, is called after every plugin state change (the CLI prints the
 	// "ready" lines from it). It must not block.
 	OnStatus func(Status)
-	// Keep leaves the plugin containers running on Shutdown (runner up --keep).
+	// Keep leaves the plugin instances running on Shutdown (runner up --keep).
 	Keep bool
 	// Services hosts the sidecar endpoints; nil: Start opens the services of
 	// runner.state_dir (when it is set).
@@ -54,17 +49,18 @@ type Runner struct {
 	log      *slog.Logger
 	onStatus func(Status)
 	keep     bool
-	engine   chan struct{} // runner.start_concurrency slots: containers being created+started or removed
+	engine   chan struct{} // runner.start_concurrency slots: instances being created+started or removed
 
 	mu       sync.Mutex
-	cfg      *config.Config             // the last config that validated
-	sups     map[string]*supervisor     // written by Start and the reconcile loop only
-	retiring map[string]<-chan struct{} // removed plugins still draining: done channels
-	gens     map[string]int             // highest generation seen or allocated, per plugin
+	cfg      *config.Config         // the last config that validated
+	sups     map[string]*supervisor // written by the reconcile loop only (and Start)
+	retiring map[string]*supervisor // removed plugins still winding down
+	gens     map[string]int         // highest generation seen or allocated, per plugin
+	stopped  ShutdownReport         // what the last Shutdown did
 
-	kick   chan struct{} // 1-slot: reconcile wanted
-	flagMu sync.Mutex
-	flags  trigger
+	requests   chan reconcileRequest // to the reconcile loop
+	lastPlan   string                // the last plan logged (loop-owned)
+	lastErrors map[string]string     // plugin → why its desired state could not be computed, last pass
 
 	ln     net.Listener
 	srv    *http.Server
@@ -81,13 +77,7 @@ type Runner struct {
 
 	ctx    context.Context // lives from Start to Shutdown; all background work hangs off it
 	cancel context.CancelFunc
-	wg     sync.WaitGroup
-}
-
-// trigger accumulates why the reconcile loop was woken.
-type trigger struct {
-	reload bool // re-read the config files
-	resync bool // re-resolve images and re-observe
+	owner  owner // every goroutine the runner starts
 }
 
 // New prepares a runner; nothing happens until Start.
@@ -99,8 +89,9 @@ func New(o Options) *Runner {
 	return &Runner{
 		cfgPath: o.ConfigPath, cfg: o.Config, sb: o.Sandbox, router: o.Router, log: log,
 		onStatus: o.OnStatus, keep: o.Keep || o.Config.Runner.KeepOnExit, svc: o.Services,
-		sups: map[string]*supervisor{}, retiring: map[string]<-chan struct{}{}, gens: map[string]int{},
-		kick: make(chan struct{}, 1), engine: make(chan struct{}, startConcurrency(o.Config)),
+		sups: map[string]*supervisor{}, retiring: map[string]*supervisor{}, gens: map[string]int{},
+		requests: make(chan reconcileRequest, 16), engine: make(chan struct{}, startConcurrency(o.Config)),
+		owner: owner{log: log},
 	}
 }
 
@@ -113,11 +104,11 @@ func startConcurrency(cfg *config.Config) int {
 	return 8
 }
 
-// Start binds the public listener (first, so a busy port fails before any container
-// starts), prepares the network, adopts or replaces what a previous runner left, and
-// starts every plugin concurrently. It returns when each plugin is healthy or has failed;
-// a failed plugin is reported and the others serve. The error is for the runner itself
-// (listener, Docker), not for single plugins.
+// Start binds the public listener (first, so a busy port fails before any instance
+// starts), prepares the network and the services, applies the first plan — adopting
+// what a previous runner left that still matches, removing the rest — and returns when
+// each plugin serves or has failed; a failed plugin is reported and the others serve.
+// The error is for the runner itself (listener, engine), not for single plugins.
 func (r *Runner) Start(ctx context.Context) error {
 	cfg := r.config()
 	ln, err := net.Listen("tcp", cfg.Runner.Listen)
@@ -141,36 +132,16 @@ func (r *Runner) Start(ctx context.Context) error {
 	if err := r.startServices(cfg, netw.Gateway); err != nil {
 		return err
 	}
-	observed, err := r.sb.List(ctx)
-	if err != nil {
-		return err
+	res := r.pass(ctx, cfg, true, false)
+	if res.err != nil {
+		return res.err
 	}
-	desired := r.resolveAll(ctx, cfg)
-	plan := MakePlan(desired, observed)
 	r.mu.Lock()
-	for _, c := range observed {
-		r.gens[c.Plugin] = max(r.gens[c.Plugin], c.Generation)
-	}
-	r.mu.Unlock()
-	if plan.Changes() {
-		r.log.Info("start-up plan", "plan", plan.String())
-	}
-
-	var sups []*supervisor
-	for _, op := range plan {
-		if op.Action == ActionRemove {
-			r.wg.Go(func() {
-				for _, c := range op.Stale {
-					r.log.Info("removing container of unconfigured plugin", "plugin", op.Plugin, "container", c.Name)
-					r.removeContainer(c, 10*time.Second)
-				}
-			})
-			continue
-		}
-		s := r.startSupervisor(op.Plugin, &op)
-		s.submit(work{cfg: cfg.Plugins[op.Plugin], d: desired[op.Plugin]})
+	sups := make([]*supervisor, 0, len(r.sups))
+	for _, s := range r.sups {
 		sups = append(sups, s)
 	}
+	r.mu.Unlock()
 	for _, s := range sups {
 		select {
 		case <-s.settled:
@@ -179,310 +150,57 @@ func (r *Runner) Start(ctx context.Context) error {
 		}
 	}
 	r.watchBuilds(cfg)
-	r.wg.Go(r.loop)
-	r.wg.Go(r.watchEngine)
+	r.owner.Go("reconcile loop", r.loop, nil)
+	r.owner.Go("engine events", r.watchEngine, nil)
 	if cfg.Runner.Watch && r.cfgPath != "" {
-		r.wg.Go(func() {
+		r.owner.Go("config watcher", func() {
 			if err := watchConfig(r.ctx, r.log, r.cfgPath, cfg.Runner.PluginsDir, configDebounce, r.Reload); err != nil {
 				r.log.Error("config watcher stopped; use SIGHUP to reload", "err", err)
 			}
-		})
+		}, nil)
 	}
 	return nil
 }
 
-// startServices opens the services (kv store) and the sidecar endpoints.
-func (r *Runner) startServices(cfg *config.Config, gateway netip.Addr) error {
-	var secret []byte
-	if dir := cfg.Runner.StateDir; dir != "" {
-		var err error
-		if secret, err = InstanceSecret(dir); err != nil {
-			return err
-		}
-		if r.svc == nil {
-			m, err := services.New(services.Options{StateDir: dir, Key: secret, Logger: r.log})
-			if err != nil {
-				return fmt.Errorf("services: %w", err)
-			}
-			r.svc, r.ownSvc = m, true
-		}
-	}
-	if r.svc == nil {
-		r.sidecar = &sidecar{log: r.log, socks: map[string]*http.Server{}}
-		return nil
-	}
-	r.svc.SetConfig(cfg.Services, declaredServices(cfg))
-	sc, err := startSidecar(r.svc, r.log, cfg.Runner.StateDir, secret, gateway)
-	if err != nil {
-		return err
-	}
-	r.sidecar = sc
-	return nil
-}
-
-func declaredServices(cfg *config.Config) map[string][]string {
-	out := make(map[string][]string, len(cfg.Plugins))
-	for name, p := range cfg.Plugins {
-		out[name] = p.Services
-	}
-	return out
-}
-
+// startSupervisor creates and starts the supervisor of a plugin; adopt is its share of
+// the start-up plan (nil for a plugin added later).
 func (r *Runner) startSupervisor(name string, adopt *Op) *supervisor {
 	r.mu.Lock()
-	s := newSupervisor(r, name, adopt, r.retiring[name])
-	delete(r.retiring, name)
+	var after <-chan struct{}
+	if prev := r.retiring[name]; prev != nil {
+		after = prev.done // the removed predecessor must be gone before this one routes
+	}
+	s := newSupervisor(r, name, adopt, after)
 	r.sups[name] = s
 	r.mu.Unlock()
-	r.wg.Go(func() { s.run(r.ctx) })
+	r.owner.Go("supervisor of "+name, func() {
+		defer close(s.done)
+		s.run(r.ctx)
+		s.settle()
+	}, func(err error) {
+		// The loop is gone: the plugin fails where everyone can see it, its instances
+		// are no longer owned (the resync removes them), and the next reconcile gives it
+		// a new supervisor when its desired state changes.
+		s.mu.Lock()
+		s.owned = map[int]bool{}
+		s.mu.Unlock()
+		s.dead.Store(true)
+		r.router.SetNotReady(name, "failed: internal error (see log)")
+		s.update(func(st *Status) { st.State, st.LastError = StateFailed, "internal error (see log)" })
+		s.settle()
+	})
 	return s
 }
 
-// watchBuilds keeps one watcher on the folders of the plugins built from a folder: a
-// change there means a rebuild (new content hash) and a start-first replacement.
-func (r *Runner) watchBuilds(cfg *config.Config) {
-	var dirs []string
-	if cfg.Runner.Watch {
-		for _, p := range cfg.Plugins {
-			if p.Build != "" {
-				dirs = append(dirs, p.Build)
-			}
-		}
-	}
-	sort.Strings(dirs)
-	key := strings.Join(dirs, "\x00")
-	if key == r.buildKey {
-		return
-	}
-	if r.buildCancel != nil {
-		r.buildCancel()
-		r.buildCancel = nil
-	}
-	r.buildKey = key
-	if len(dirs) == 0 {
-		return
-	}
-	ctx, cancel := context.WithCancel(r.ctx)
-	r.buildCancel = cancel
-	r.wg.Go(func() {
-		if err := watchBuildDirs(ctx, r.log, dirs, 300*time.Millisecond, r.Resync); err != nil {
-			r.log.Error("build folder watcher stopped; send SIGHUP after editing", "err", err)
-		}
-	})
-}
-
-// Reload asks for the config files to be read again and applied; it returns at once.
-// A config that does not validate changes nothing: its diagnostics are logged.
-func (r *Runner) Reload() { r.wakeup(trigger{reload: true}) }
-
-// Resync asks for every image reference to be resolved again and differences applied.
-func (r *Runner) Resync() { r.wakeup(trigger{resync: true}) }
-
-func (r *Runner) wakeup(t trigger) {
-	r.flagMu.Lock()
-	r.flags.reload = r.flags.reload || t.reload
-	r.flags.resync = r.flags.resync || t.resync
-	r.flagMu.Unlock()
-	select {
-	case r.kick <- struct{}{}:
-	default:
-	}
-}
-
-func (r *Runner) loop() {
-	for {
-		select {
-		case <-r.ctx.Done():
-			return
-		case <-r.kick:
-		}
-		r.flagMu.Lock()
-		t := r.flags
-		r.flags = trigger{}
-		r.flagMu.Unlock()
-		r.reconcile(r.ctx, t)
-	}
-}
-
-// reconcile brings the supervisors in line with the config: new plugins get one,
-// removed ones are told to drain and go, every other one gets its (possibly unchanged)
-// desired state and decides itself whether to replace, update live, or do nothing.
-func (r *Runner) reconcile(ctx context.Context, t trigger) {
-	cfg := r.config()
-	if t.reload {
-		next, _, diags := config.Load(r.cfgPath)
-		if diags.HasErrors() || next == nil {
-			for _, d := range diags {
-				r.log.Error("config reload rejected; nothing changed", "diagnostic", d.Error())
-			}
-			r.publish(Event{Type: EventReload, Message: "rejected, nothing changed: " + diags.Error()})
-			if !t.resync {
-				return
-			}
-		} else {
-			r.applyRunnerChanges(cfg, next)
-			if r.svc != nil {
-				// url services' upstreams and headers apply live, before any replacement.
-				r.svc.SetConfig(next.Services, declaredServices(next))
-			}
-			cfg = next
-			r.mu.Lock()
-			r.cfg = next
-			r.mu.Unlock()
-			r.watchBuilds(next)
-			r.log.Info("config reloaded", "plugins", len(next.Plugins), "files", len(next.Files))
-			r.publish(Event{Type: EventReload, OK: true, Message: fmt.Sprintf("applied: %d plugins from %d files", len(next.Plugins), len(next.Files))})
-		}
-	}
-	desired := r.resolveAll(ctx, cfg)
-
-	r.mu.Lock()
-	current := make(map[string]*supervisor, len(r.sups))
-	for name, s := range r.sups {
-		current[name] = s
-	}
-	r.mu.Unlock()
-	for name, s := range current {
-		if _, ok := cfg.Plugins[name]; !ok {
-			r.log.Info("plugin removed from config", "plugin", name)
-			s.submit(work{remove: true})
-			r.mu.Lock()
-			delete(r.sups, name)
-			r.retiring[name] = s.done
-			r.mu.Unlock()
-		}
-	}
-	for name, pc := range cfg.Plugins {
-		s := current[name]
-		if s == nil {
-			r.log.Info("plugin added to config", "plugin", name)
-			r.router.SetNotReady(name, "pending")
-			s = r.startSupervisor(name, nil)
-		}
-		// After a resync (engine events reconnected, an image moved) a death may have
-		// been missed; a config save alone needs no engine round trip per plugin.
-		s.submit(work{cfg: pc, d: desired[name], verify: t.resync})
-	}
-}
-
-// applyRunnerChanges applies what of the runner block can change live (trusted_proxies)
-// and warns about the rest (listen addresses, state_dir, ...), read at start only,
-// instead of silently ignoring an edit.
-func (r *Runner) applyRunnerChanges(old, next *config.Config) {
-	if !slices.Equal(old.Runner.TrustedProxies, next.Runner.TrustedProxies) {
-		r.router.SetTrustedProxies(next.Runner.TrustedProxies)
-		r.log.Info("trusted proxies changed", "trusted_proxies", fmt.Sprint(next.Runner.TrustedProxies))
-	}
-	o, n := old.Runner, next.Runner
-	o.TrustedProxies, n.TrustedProxies = nil, nil
-	if !reflect.DeepEqual(o, n) {
-		r.log.Warn("changes to the runner block apply at the next start only (trusted_proxies excepted)")
-	}
-}
-
-func (r *Runner) resolveAll(ctx context.Context, cfg *config.Config) map[string]Desired {
-	return desire(ctx, cfg, r.sb.ResolveImage, r.build)
-}
-
-// build builds a plugin's folder as tag, logging the builder's output.
-func (r *Runner) build(ctx context.Context, plugin, tag string, bc sandbox.BuildContext) (string, error) {
-	r.log.Info("building plugin image", "plugin", plugin, "tag", tag)
-	begin := time.Now()
-	id, err := r.sb.Build(ctx, bc, tag, plugin, func(line string) {
-		r.log.Info("build", "plugin", plugin, "out", line)
-	})
-	if err != nil {
-		return "", err
-	}
-	r.log.Info("built plugin image", "plugin", plugin, "tag", tag, "took", time.Since(begin).Round(time.Millisecond))
-	return id, nil
-}
-
-// builder builds a plugin folder's context as tag and returns the image ID.
-type builder func(ctx context.Context, plugin, tag string, bc sandbox.BuildContext) (string, error)
-
-// Desire computes every plugin's desired snapshot, resolving image references
-// concurrently (one resolve per distinct reference). `runner plan` uses it too: it never
-// builds, so a folder whose content has not been built yet shows as a change.
-// NAME_URLs carry the sidecar port of the state_dir, so `runner plan` computes the same
-// snapshots as the running runner.
-func Desire(ctx context.Context, cfg *config.Config, resolve func(context.Context, string) (string, error)) map[string]Desired {
-	return desire(ctx, cfg, resolve, nil)
-}
-
-func desire(ctx context.Context, cfg *config.Config, resolve func(context.Context, string) (string, error), build builder) map[string]Desired {
-	port, _ := ReadSidecarPort(cfg.Runner.StateDir)
-	type res struct {
-		ref, id string // ref: the build tag, for built plugins
-		err     error
-	}
-	refs := map[string]*res{}
-	for _, p := range cfg.Plugins {
-		if p.Image != "" {
-			refs[p.Image] = &res{}
-		}
-	}
-	var wg sync.WaitGroup
-	for ref, out := range refs {
-		wg.Go(func() { out.id, out.err = resolve(ctx, ref) })
-	}
-	built := map[string]*res{}
-	for name, p := range cfg.Plugins {
-		if p.Build != "" {
-			out := &res{}
-			built[name] = out
-			wg.Go(func() { out.ref, out.id, out.err = buildImage(ctx, name, p.Build, resolve, build) })
-		}
-	}
-	wg.Wait()
-	desired := make(map[string]Desired, len(cfg.Plugins))
-	for name, p := range cfg.Plugins {
-		switch {
-		case p.Build != "" && built[name].err != nil:
-			desired[name] = Desired{Err: built[name].err}
-		case p.Build != "":
-			d := desiredFor(cfg, p, built[name].id, port)
-			if d.Err == nil {
-				d.Spec.ImageRef = built[name].ref // not hashed: the ID is
-			}
-			desired[name] = d
-		case refs[p.Image].err != nil:
-			desired[name] = Desired{Err: refs[p.Image].err}
-		default:
-			desired[name] = desiredFor(cfg, p, refs[p.Image].id, port)
-		}
-	}
-	return desired
-}
-
-// buildImage resolves a plugin folder to an image: its tag carries the content hash, so
-// an unchanged folder is never rebuilt (and keeps its image ID across runner restarts,
-// which adoption needs). Without a builder (runner plan) an unbuilt folder resolves to a
-// placeholder ID, which shows as a change.
-func buildImage(ctx context.Context, plugin, dir string, resolve func(context.Context, string) (string, error), build builder) (ref, id string, err error) {
-	bc, err := sandbox.PackContext(dir)
-	if err != nil {
-		return "", "", err
-	}
-	ref = fmt.Sprintf("xcore-build/%s:%s", plugin, bc.Hash[:12])
-	if id, err = resolve(ctx, ref); err == nil {
-		return ref, id, nil
-	}
-	if build == nil {
-		return ref, "unbuilt:" + bc.Hash[:12], nil
-	}
-	id, err = build(ctx, plugin, ref, bc)
-	return ref, id, err
-}
-
+// config returns the last config that validated.
 func (r *Runner) config() *config.Config {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.cfg
 }
 
-// allocGeneration returns the next generation number for plugin: above every
-// container ever seen for it, so names never collide.
+// allocGeneration returns the next generation number for plugin: above every instance
+// ever seen for it, so names never collide.
 func (r *Runner) allocGeneration(plugin string) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -530,27 +248,28 @@ func (r *Runner) drainTimeout() time.Duration {
 	return d
 }
 
-func (r *Runner) closeServices(ctx context.Context, errs *[]error) {
-	if r.sidecar != nil {
-		if err := r.sidecar.close(ctx); err != nil {
-			*errs = append(*errs, err)
-		}
-	}
-	if r.ownSvc {
-		if err := r.svc.Close(); err != nil {
-			*errs = append(*errs, fmt.Errorf("services: %w", err))
-		}
-	}
+// ShutdownReport is what a Shutdown did, for the CLI's last line.
+type ShutdownReport struct {
+	Removed int    // instances stopped and removed
+	Kept    bool   // left running (keep_on_exit)
+	Network string // the network removed, or why it was kept
+}
+
+// Stopped returns what the last Shutdown did.
+func (r *Runner) Stopped() ShutdownReport {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.stopped
 }
 
 // Shutdown stops accepting requests, lets in-flight ones finish (up to the longest
-// drain_timeout), then stops and removes every container of this runner (SIGTERM, then
+// drain_timeout), then stops and removes every instance of this runner (SIGTERM, then
 // SIGKILL after stop_timeout) and its network — unless Keep is set.
 func (r *Runner) Shutdown(ctx context.Context) error {
 	if r.cancel == nil {
 		return nil // never started
 	}
-	r.cancel() // stop supervisors and loops; starts in progress remove their containers
+	r.cancel() // stop supervisors and loops; starts in progress remove their instances
 	var errs []error
 
 	dctx, cancel := context.WithTimeout(ctx, r.drainTimeout())
@@ -562,38 +281,66 @@ func (r *Runner) Shutdown(ctx context.Context) error {
 	if err := <-r.serveC; err != nil && !errors.Is(err, http.ErrServerClosed) {
 		errs = append(errs, fmt.Errorf("serve: %w", err))
 	}
-	r.wg.Wait()
+	r.owner.Wait()
 	r.router.Close()
 
+	var report ShutdownReport
 	if r.keep {
-		r.log.Info("leaving plugin containers running (keep_on_exit)")
+		r.log.Info("leaving plugin instances running (keep_on_exit)")
 		r.closeServices(ctx, &errs)
+		report.Kept = true
+		r.setStopped(report)
 		return errors.Join(errs...)
 	}
-	// Docker is the source of truth: stop whatever carries our label, not just what we
-	// remember starting.
-	ctrs, err := r.sb.List(ctx)
+	// The engine is the source of truth: stop whatever carries our label, not just
+	// what we remember starting.
+	insts, err := r.sb.List(ctx)
 	if err != nil {
 		errs = append(errs, err)
 	}
 	var wg sync.WaitGroup
-	for _, c := range ctrs {
-		wg.Go(func() { r.removeContainer(c, r.stopTimeout(c.Plugin)) })
+	for _, c := range insts {
+		wg.Go(func() { r.removeInstance(c, r.stopTimeout(c.Plugin)) })
 	}
 	wg.Wait()
+	report.Removed = len(insts)
 	r.closeServices(ctx, &errs)
 	r.mu.Lock()
 	sups := r.sups
 	r.mu.Unlock()
 	for _, s := range sups {
-		s.update(func(st *Status) { st.State = StateStopped })
+		s.update(func(st *Status) { st.State, st.Ready, st.Instances = StateStopped, 0, nil })
 	}
-	if _, err := r.sb.RemoveNetwork(ctx); errors.Is(err, sandbox.ErrNetworkInUse) {
-		// Every container is gone; the engine keeps a phantom endpoint. Not a failed
-		// shutdown: the next start of this runner reuses the network.
-		r.log.Warn("network left behind by the engine (no container on it; reused at the next start)", "err", err)
-	} else if err != nil {
+	kept, err := r.sb.RemoveNetwork(ctx)
+	switch {
+	case err != nil:
 		errs = append(errs, err)
+		report.Network = err.Error()
+	case kept != "":
+		r.log.Warn("network left behind", "why", kept)
+		report.Network = kept
+	default:
+		report.Network = "removed"
 	}
+	r.setStopped(report)
 	return errors.Join(errs...)
+}
+
+func (r *Runner) setStopped(rep ShutdownReport) {
+	r.mu.Lock()
+	r.stopped = rep
+	r.mu.Unlock()
+}
+
+func (r *Runner) closeServices(ctx context.Context, errs *[]error) {
+	if r.sidecar != nil {
+		if err := r.sidecar.close(ctx); err != nil {
+			*errs = append(*errs, err)
+		}
+	}
+	if r.ownSvc {
+		if err := r.svc.Close(); err != nil {
+			*errs = append(*errs, fmt.Errorf("services: %w", err))
+		}
+	}
 }

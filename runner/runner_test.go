@@ -2,11 +2,16 @@ package runner
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
@@ -18,33 +23,55 @@ import (
 	"github.com/xcore/runner/sandbox"
 )
 
+// folderHash is 12 hex digits of the names and contents of the files in dir.
+func folderHash(dir string) (string, error) {
+	h := sha256.New()
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(path)
+		fmt.Fprintf(h, "%s\x00%d\x00", path, len(b))
+		h.Write(b)
+		return err
+	})
+	return hex.EncodeToString(h.Sum(nil))[:12], err
+}
+
 // fakeSandbox runs "containers" as httptest servers: enough to test orchestration
 // without an engine. Only what the runner calls is implemented.
 type fakeSandbox struct {
-	mu         sync.Mutex
-	images     map[string]string // ref → id
-	dead       map[string]int    // image ID → exit code: its containers exit at once
-	ctrs       map[string]*fakeCtr
-	networkUp  bool
-	leftovers  []sandbox.Container
-	lastSpec   map[string]sandbox.ContainerSpec
-	nextID     int
-	runs       int
-	events     chan sandbox.Event
-	slow       map[string]time.Duration // image ID → how long Run takes
-	sick       map[string]bool          // container ID → its /healthz answers 500
-	networkErr error                    // what RemoveNetwork fails with, once empty
-	inRun      int                      // Run calls under way
-	maxInRun   int                      // the most Run calls ever under way at once
+	mu          sync.Mutex
+	images      map[string]string // ref → id
+	dead        map[string]int    // image ID → exit code: its containers exit at once
+	ctrs        map[string]*fakeCtr
+	networkUp   bool
+	leftovers   []sandbox.Instance
+	lastSpec    map[string]sandbox.Spec
+	nextID      int
+	runs        int
+	events      chan sandbox.Event
+	slow        map[string]time.Duration // image ID → how long Run takes
+	sick        map[string]bool          // container ID or image ID → its /healthz answers 500
+	removeErrs  int                      // Remove fails this many more times
+	held        chan struct{}            // a GET /hold arrived
+	release     chan struct{}            // closed: the GET /holds answer
+	networkErr  error                    // what RemoveNetwork fails with, once empty
+	networkKept string                   // why RemoveNetwork keeps the network, once empty
+	panicImage  string                   // Run panics for this image ID
+	builds      int                      // images built
+	inRun       int                      // Run calls under way
+	maxInRun    int                      // the most Run calls ever under way at once
 }
 
 type fakeCtr struct {
-	c   sandbox.Container
+	c   sandbox.Instance
 	srv *httptest.Server
 }
 
 func newFake() *fakeSandbox {
-	return &fakeSandbox{images: map[string]string{}, dead: map[string]int{}, ctrs: map[string]*fakeCtr{}, lastSpec: map[string]sandbox.ContainerSpec{}, events: make(chan sandbox.Event), slow: map[string]time.Duration{}, sick: map[string]bool{}}
+	return &fakeSandbox{images: map[string]string{}, dead: map[string]int{}, ctrs: map[string]*fakeCtr{}, lastSpec: map[string]sandbox.Spec{}, events: make(chan sandbox.Event), slow: map[string]time.Duration{}, sick: map[string]bool{},
+		held: make(chan struct{}, 16), release: make(chan struct{})}
 }
 
 func (f *fakeSandbox) ResolveImage(_ context.Context, ref string) (string, error) {
@@ -63,20 +90,23 @@ func (f *fakeSandbox) EnsureNetwork(context.Context) (sandbox.Network, error) {
 	return sandbox.Network{Name: "xcore-test"}, nil
 }
 
-func (f *fakeSandbox) RemoveNetwork(context.Context) (bool, error) {
+func (f *fakeSandbox) RemoveNetwork(context.Context) (string, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if len(f.ctrs) > 0 {
-		return false, nil
+		return fmt.Sprintf("%d containers still attached", len(f.ctrs)), nil
 	}
 	if f.networkErr != nil {
-		return false, f.networkErr
+		return "", f.networkErr
+	}
+	if f.networkKept != "" {
+		return f.networkKept, nil
 	}
 	f.networkUp = false
-	return true, nil
+	return "", nil
 }
 
-func (f *fakeSandbox) Run(_ context.Context, spec sandbox.ContainerSpec) (sandbox.Container, error) {
+func (f *fakeSandbox) Run(_ context.Context, spec sandbox.Spec) (sandbox.Instance, error) {
 	f.mu.Lock()
 	f.runs++ // counted on entry: tests wait for "a start is under way"
 	f.inRun++
@@ -88,16 +118,19 @@ func (f *fakeSandbox) Run(_ context.Context, spec sandbox.ContainerSpec) (sandbo
 	defer f.mu.Unlock()
 	f.inRun--
 	f.nextID++
-	c := sandbox.Container{ID: fmt.Sprintf("c%d", f.nextID), Name: sandbox.ContainerName("test", spec.Plugin, spec.Generation), Plugin: spec.Plugin, Generation: spec.Generation, ImageID: spec.ImageID, Snapshot: spec.Snapshot, SpecLabel: spec.SpecLabel, Running: true, Status: "running"}
+	if spec.ImageID == f.panicImage {
+		panic("injected: the engine client blew up")
+	}
+	c := sandbox.Instance{ID: fmt.Sprintf("c%d", f.nextID), Name: fmt.Sprintf("xcore-%s-%d-%d-test", spec.Plugin, spec.Generation, spec.Replica), Plugin: spec.Plugin, Generation: spec.Generation, Replica: spec.Replica, ImageID: spec.ImageID, Snapshot: spec.Snapshot, SpecLabel: spec.SpecLabel, Running: true, Status: "running", Created: time.Now()}
 	fc := &fakeCtr{c: c}
 	if code, ok := f.dead[spec.ImageID]; ok {
 		fc.c.Running, fc.c.Status, fc.c.ExitCode = false, "exited", code
-		fc.c.Endpoint = "127.0.0.1:1" // nothing listens
+		fc.c.Endpoint = sandbox.TCP("127.0.0.1:1") // nothing listens
 	} else {
-		greeting, id := spec.Env["GREETING"], c.ID
+		greeting, id, image := spec.Env["GREETING"], c.ID, spec.ImageID
 		fc.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			f.mu.Lock()
-			sick := f.sick[id]
+			sick := f.sick[id] || f.sick[image]
 			f.mu.Unlock()
 			if sick && r.URL.Path == "/healthz" {
 				http.Error(w, "sick", 500)
@@ -109,22 +142,29 @@ func (f *fakeSandbox) Run(_ context.Context, spec sandbox.ContainerSpec) (sandbo
 				case <-r.Context().Done():
 				}
 			}
+			if r.URL.Path == "/hold" {
+				f.held <- struct{}{}
+				select {
+				case <-f.release:
+				case <-r.Context().Done():
+				}
+			}
 			fmt.Fprintf(w, "%s %s", greeting, r.URL.Path)
 		}))
-		fc.c.Endpoint = strings.TrimPrefix(fc.srv.URL, "http://")
+		fc.c.Endpoint = sandbox.TCP(strings.TrimPrefix(fc.srv.URL, "http://"))
 	}
 	f.ctrs[c.ID] = fc
 	f.lastSpec[spec.Plugin] = spec
 	return fc.c, nil
 }
 
-func (f *fakeSandbox) Inspect(_ context.Context, id string) (sandbox.Container, error) {
+func (f *fakeSandbox) Inspect(_ context.Context, id string) (sandbox.Instance, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if fc, ok := f.ctrs[id]; ok {
 		return fc.c, nil
 	}
-	return sandbox.Container{}, errors.New("not found")
+	return sandbox.Instance{}, fmt.Errorf("inspect %s: %w", id, sandbox.ErrNotFound)
 }
 
 func (f *fakeSandbox) Stop(context.Context, string, time.Duration) error { return nil }
@@ -132,6 +172,10 @@ func (f *fakeSandbox) Stop(context.Context, string, time.Duration) error { retur
 func (f *fakeSandbox) Remove(_ context.Context, id string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.removeErrs > 0 {
+		f.removeErrs--
+		return errors.New("injected: removal already in progress")
+	}
 	if fc, ok := f.ctrs[id]; ok && fc.srv != nil {
 		fc.srv.Close()
 	}
@@ -145,10 +189,10 @@ func (f *fakeSandbox) Remove(_ context.Context, id string) error {
 	return nil
 }
 
-func (f *fakeSandbox) List(context.Context) ([]sandbox.Container, error) {
+func (f *fakeSandbox) List(context.Context) ([]sandbox.Instance, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	out := append([]sandbox.Container(nil), f.leftovers...)
+	out := append([]sandbox.Instance(nil), f.leftovers...)
 	for _, fc := range f.ctrs {
 		out = append(out, fc.c)
 	}
@@ -179,20 +223,33 @@ func (f *fakeSandbox) Logs(_ context.Context, id string, _ bool, _ int) (io.Read
 	return io.NopCloser(strings.NewReader("log of " + id + "\n")), nil
 }
 
-func (f *fakeSandbox) Build(_ context.Context, bc sandbox.BuildContext, tag, _ string, progress func(string)) (string, error) {
-	progress("Step 1/1 : FROM scratch")
+// BuildImage "builds" a folder: its tag and ID follow the folder's content hash.
+func (f *fakeSandbox) BuildImage(_ context.Context, plugin, dir string, build bool, progress func(string)) (string, string, error) {
+	hash, err := folderHash(dir)
+	if err != nil {
+		return "", "", err
+	}
+	ref := fmt.Sprintf("xcore-build/%s:%s", plugin, hash)
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	id := "sha256:built-" + bc.Hash[:12]
-	f.images[tag] = id
-	return id, nil
+	if id, ok := f.images[ref]; ok {
+		return ref, id, nil
+	}
+	if !build {
+		return ref, "unbuilt:" + hash, nil
+	}
+	f.builds++
+	progress("Step 1/1 : FROM scratch")
+	id := "sha256:built-" + hash
+	f.images[ref] = id
+	return ref, id, nil
 }
 
 // serve starts a fake container that answers like the plugin would, as a leftover of
 // an earlier runner process.
-func (f *fakeSandbox) leftover(c sandbox.Container, body string) {
+func (f *fakeSandbox) leftover(c sandbox.Instance, body string) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, body) }))
-	c.Endpoint, c.Running, c.Status = strings.TrimPrefix(srv.URL, "http://"), true, "running"
+	c.Endpoint, c.Running, c.Status = sandbox.TCP(strings.TrimPrefix(srv.URL, "http://")), true, "running"
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.ctrs[c.ID] = &fakeCtr{c: c, srv: srv}
@@ -205,13 +262,19 @@ func (f *fakeSandbox) kill(id string, code int, oom bool) sandbox.Event {
 	fc := f.ctrs[id]
 	fc.c.Running, fc.c.Status, fc.c.ExitCode, fc.c.OOMKilled = false, "exited", code, oom
 	fc.srv.CloseClientConnections()
-	return sandbox.Event{Kind: sandbox.EventDie, ContainerID: id, Plugin: fc.c.Plugin, ExitCode: code}
+	return sandbox.Event{Kind: sandbox.EventDie, InstanceID: id, Plugin: fc.c.Plugin, Generation: fc.c.Generation, ExitCode: code}
 }
 
 func (f *fakeSandbox) runCount() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.runs
+}
+
+func (f *fakeSandbox) buildCount() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.builds
 }
 
 func (f *fakeSandbox) count() int {
@@ -365,7 +428,7 @@ func TestCrashLoopEndsFailedWithReason(t *testing.T) {
 func TestLeftoversAreRemovedAndGenerationsContinue(t *testing.T) {
 	f := newFake()
 	f.images["hello:1"] = "sha256:h"
-	f.leftovers = []sandbox.Container{{ID: "old", Name: "xcore-hello-4", Plugin: "hello", Generation: 4}}
+	f.leftovers = []sandbox.Instance{{ID: "old", Name: "xcore-hello-4", Plugin: "hello", Generation: 4}}
 	r := startTest(t, f, testConfig(testPlugin("hello", "hello:1")))
 	if st := r.Statuses()[0]; st.Generation != 5 {
 		t.Errorf("generation %d, want 5 (after leftover 4)", st.Generation)
@@ -379,15 +442,16 @@ func TestLeftoversAreRemovedAndGenerationsContinue(t *testing.T) {
 // fail a shutdown that removed every container; any other failure to remove it does.
 func TestShutdownNetworkLeftByTheEngine(t *testing.T) {
 	for _, tc := range []struct {
+		kept   string
 		err    error
 		wantOK bool
 	}{
-		{fmt.Errorf("%w: remove network xcore-x: has active endpoints", sandbox.ErrNetworkInUse), true},
-		{errors.New("remove network xcore-x: engine on fire"), false},
+		{"network xcore-x left by the engine with stale endpoints", nil, true},
+		{"", errors.New("remove network xcore-x: engine on fire"), false},
 	} {
 		f := newFake()
 		f.images["hello:1"] = "sha256:h"
-		f.networkErr = tc.err
+		f.networkErr, f.networkKept = tc.err, tc.kept
 		r := New(Options{Config: testConfig(testPlugin("hello", "hello:1")), Sandbox: f, Router: proxy.New(proxy.Options{})})
 		if err := r.Start(context.Background()); err != nil {
 			t.Fatal(err)

@@ -55,15 +55,16 @@ type sidecar struct {
 
 	srv *http.Server
 
-	mu    sync.Mutex
-	socks map[string]*http.Server // "plugin/gen" → its services.sock server
+	mu     sync.Mutex
+	socks  map[string]*http.Server // "plugin/gen/replica" → its services.sock server
+	tokens map[string]map[int]bool // "plugin/gen" → the replicas holding its token
 }
 
 // startSidecar listens on gateway at the port this state_dir used before (so the
 // NAME_URLs in running containers — and their snapshots — stay valid across runner
 // restarts), or a fresh one.
 func startSidecar(svc Services, log *slog.Logger, stateDir string, secret []byte, gateway netip.Addr) (*sidecar, error) {
-	sc := &sidecar{svc: svc, log: log, stateDir: stateDir, secret: secret, gateway: gateway, socks: map[string]*http.Server{}}
+	sc := &sidecar{svc: svc, log: log, stateDir: stateDir, secret: secret, gateway: gateway, socks: map[string]*http.Server{}, tokens: map[string]map[int]bool{}}
 	if !gateway.IsValid() {
 		log.Warn("no runner network gateway: bridge plugins cannot reach services")
 		return sc, nil
@@ -100,8 +101,10 @@ func ReadSidecarPort(stateDir string) (int, error) {
 
 // serviceEnv adds what a plugin needs to reach its declared services: NAME_URL for each
 // service with an endpoint (kv, url) and the values of env services. It is part of the
-// snapshot, so it must be the same for the same config and sidecar port.
-func serviceEnv(env map[string]string, cfg *config.Config, p *config.Plugin, port int) error {
+// snapshot, so it must be the same for the same config and sidecar port. Port 0 is an
+// error for a runner (its sidecar did not start) but not for `runner plan` before any
+// runner used the state_dir: nothing can run then, and the plan says "add" either way.
+func serviceEnv(env map[string]string, cfg *config.Config, p *config.Plugin, port int, planning bool) error {
 	endpoints := false
 	for _, name := range p.Services {
 		s := cfg.Services[name]
@@ -117,52 +120,68 @@ func serviceEnv(env map[string]string, cfg *config.Config, p *config.Plugin, por
 		case p.Supervisor.Network == config.NetworkNone:
 			// Host ignored: the plugin dials XCORE_SERVICES_SOCKET.
 			env[services.EnvName(name)] = fmt.Sprintf("http://%s/services/%s/", sidecarHost, name)
-		case port == 0:
+		case port == 0 && !planning:
 			return fmt.Errorf("service %q: the runner's services sidecar is not available", name)
 		default:
 			env[services.EnvName(name)] = fmt.Sprintf("http://%s:%d/p/%s/services/%s/", sidecarHost, port, p.Name, name)
 		}
 	}
 	if p.Supervisor.Network == config.NetworkNone {
-		env["XCORE_SOCKET"] = sandbox.RunDirTarget + "/plugin.sock"
+		env["XCORE_SOCKET"] = sandbox.SocketDir + "/plugin.sock"
 		if endpoints {
-			env["XCORE_SERVICES_SOCKET"] = sandbox.RunDirTarget + "/services.sock"
+			env["XCORE_SERVICES_SOCKET"] = sandbox.SocketDir + "/services.sock"
 		}
 	}
 	return nil
 }
 
-// runDir is the host folder of one network = "none" container: unguessable (an HMAC of
-// the runner secret) yet recomputable, so an adopted container's sockets are found again.
-func (sc *sidecar) runDir(plugin string, gen int) string {
+// runDir is the host folder of one network = "none" instance: unguessable (an HMAC of
+// the runner secret) yet recomputable, so an adopted instance's sockets are found again.
+func (sc *sidecar) runDir(plugin string, gen, replica int) string {
 	mac := hmac.New(sha256.New, sc.secret)
-	fmt.Fprintf(mac, "rundir/%s/%d", plugin, gen)
-	return filepath.Join(sc.stateDir, "run", fmt.Sprintf("%s-%d-%s", plugin, gen, hex.EncodeToString(mac.Sum(nil))[:16]))
+	fmt.Fprintf(mac, "rundir/%s/%d/%d", plugin, gen, replica)
+	return filepath.Join(sc.stateDir, "run", fmt.Sprintf("%s-%d-%d-%s", plugin, gen, replica, hex.EncodeToString(mac.Sum(nil))[:16]))
 }
 
-// prepare completes spec for its container: the token (never in the snapshot: it is new
-// for every container), the sidecar's host entry, and for network = "none" the run
-// folder with the services socket. The token is valid from now until release.
-func (sc *sidecar) prepare(spec *sandbox.ContainerSpec) error {
+// prepare completes spec for its instance: the token (never in the snapshot: it is new
+// for every generation), where the sidecar listens for a bridge plugin, and for
+// network = "none" the run folder with the services socket. The token is valid from now
+// until the last instance of the generation is released.
+func (sc *sidecar) prepare(spec *sandbox.Spec) error {
 	spec.Env = maps.Clone(spec.Env)
 	if sc.svc != nil {
 		spec.Env["XCORE_TOKEN"] = sc.svc.Token(spec.Plugin, spec.Generation)
-		sc.svc.Allow(spec.Plugin, spec.Generation)
 	}
+	sc.hold(spec.Plugin, spec.Generation, spec.Replica)
 	if spec.Network != sandbox.NetworkNone {
 		if sc.gateway.IsValid() {
-			spec.ExtraHosts = []string{sidecarHost + ":" + sc.gateway.String()}
+			spec.SidecarHost, spec.SidecarAddr = sidecarHost, sc.gateway
 		}
 		return nil
 	}
-	spec.RunDir = sc.runDir(spec.Plugin, spec.Generation)
-	return sc.serveSocket(spec.Plugin, spec.Generation, spec.RunDir)
+	spec.RunDir = sc.runDir(spec.Plugin, spec.Generation, spec.Replica)
+	return sc.serveSocket(spec.Plugin, spec.Generation, spec.Replica, spec.RunDir)
+}
+
+// hold records an instance of generation gen as holding the generation's token.
+func (sc *sidecar) hold(plugin string, gen, replica int) {
+	key := fmt.Sprintf("%s/%d", plugin, gen)
+	sc.mu.Lock()
+	if sc.tokens[key] == nil {
+		sc.tokens[key] = map[int]bool{}
+	}
+	first := len(sc.tokens[key]) == 0
+	sc.tokens[key][replica] = true
+	sc.mu.Unlock()
+	if first && sc.svc != nil {
+		sc.svc.Allow(plugin, gen)
+	}
 }
 
 // serveSocket creates the run folder and serves the plugin's services on services.sock in
 // it. Permissions: the parent is 0711 (not listable), the folder 0777 so the plugin's
 // non-root user can create plugin.sock, the socket 0666 (only this container mounts it).
-func (sc *sidecar) serveSocket(plugin string, gen int, dir string) error {
+func (sc *sidecar) serveSocket(plugin string, gen, replica int, dir string) error {
 	if err := os.MkdirAll(filepath.Dir(dir), 0o711); err != nil {
 		return fmt.Errorf("run dir: %w", err)
 	}
@@ -190,42 +209,45 @@ func (sc *sidecar) serveSocket(plugin string, gen int, dir string) error {
 	}
 	srv := &http.Server{Handler: sc.svc.PluginHandler(plugin), ReadHeaderTimeout: 10 * time.Second}
 	sc.mu.Lock()
-	sc.socks[fmt.Sprintf("%s/%d", plugin, gen)] = srv
+	sc.socks[fmt.Sprintf("%s/%d/%d", plugin, gen, replica)] = srv
 	sc.mu.Unlock()
 	go func() { _ = srv.Serve(ln) }()
 	return nil
 }
 
-// adopt re-arms the sidecar for a container a previous runner process started: its
+// adopt re-arms the sidecar for an instance a previous runner process started: its
 // token becomes valid again and, for network = "none", its services socket is served
-// again. It returns the endpoint the proxy dials for a network = "none" plugin.
-func (sc *sidecar) adopt(plugin string, gen int, none bool) (string, error) {
-	if sc.svc != nil {
-		sc.svc.Allow(plugin, gen)
-	}
+// again.
+func (sc *sidecar) adopt(plugin string, gen, replica int, none bool) error {
+	sc.hold(plugin, gen, replica)
 	if !none {
-		return "", nil
+		return nil
 	}
-	dir := sc.runDir(plugin, gen)
-	if err := sc.serveSocket(plugin, gen, dir); err != nil {
-		return "", err
-	}
-	return unixEndpoint(dir), nil
+	return sc.serveSocket(plugin, gen, replica, sc.runDir(plugin, gen, replica))
 }
 
-// release ends what prepare or adopt set up for a container that is gone.
-func (sc *sidecar) release(plugin string, gen int) {
-	if sc.svc != nil {
+// release ends what prepare or adopt set up for an instance that is gone; the token of
+// its generation goes with the generation's last instance.
+func (sc *sidecar) release(plugin string, gen, replica int) {
+	tokKey, sockKey := fmt.Sprintf("%s/%d", plugin, gen), fmt.Sprintf("%s/%d/%d", plugin, gen, replica)
+	sc.mu.Lock()
+	last := false
+	if held := sc.tokens[tokKey]; held[replica] {
+		delete(held, replica)
+		if len(held) == 0 {
+			delete(sc.tokens, tokKey)
+			last = true
+		}
+	}
+	srv := sc.socks[sockKey]
+	delete(sc.socks, sockKey)
+	sc.mu.Unlock()
+	if last && sc.svc != nil {
 		sc.svc.Revoke(plugin, gen)
 	}
-	key := fmt.Sprintf("%s/%d", plugin, gen)
-	sc.mu.Lock()
-	srv := sc.socks[key]
-	delete(sc.socks, key)
-	sc.mu.Unlock()
 	if srv != nil {
 		_ = srv.Close()
-		_ = os.RemoveAll(sc.runDir(plugin, gen))
+		_ = os.RemoveAll(sc.runDir(plugin, gen, replica))
 	}
 }
 
@@ -246,6 +268,3 @@ func (sc *sidecar) close(ctx context.Context) error {
 	}
 	return errors.Join(errs...)
 }
-
-// unixEndpoint is how a network = "none" plugin's endpoint is written: "unix:<socket>".
-func unixEndpoint(runDir string) string { return "unix:" + filepath.Join(runDir, "plugin.sock") }

@@ -9,12 +9,12 @@ import (
 	"github.com/xcore/runner/snapshot"
 )
 
-// desiredFor renders the snapshot of what p's container must be made of. Pure: the
+// desiredFor renders the snapshot of what p's instances must be made of. Pure: the
 // same config, image ID and sidecar port always give the same hash.
-func desiredFor(cfg *config.Config, p *config.Plugin, imageID string, sidecarPort int) Desired {
+func desiredFor(cfg *config.Config, p *config.Plugin, imageID string, sidecarPort int, planning bool) Desired {
 	sup := p.Supervisor
 	env := pluginEnv(cfg, p)
-	if err := serviceEnv(env, cfg, p, sidecarPort); err != nil {
+	if err := serviceEnv(env, cfg, p, sidecarPort, planning); err != nil {
 		return Desired{Err: err}
 	}
 	s := snapshot.Spec{
@@ -33,7 +33,7 @@ func desiredFor(cfg *config.Config, p *config.Plugin, imageID string, sidecarPor
 		Runtime:  sup.Runtime,
 		Services: p.Services,
 	}
-	return Desired{Spec: s, Hash: snapshot.Hash(s)}
+	return Desired{Spec: s, Hash: snapshot.Hash(s), Replicas: replicas(p)}
 }
 
 // publish: the plugin port is published on 127.0.0.1 unless the runner dials container
@@ -42,12 +42,13 @@ func publish(cfg *config.Config, p *config.Plugin) bool {
 	return cfg.Runner.Reach != config.ReachAddress && p.Supervisor.Network != config.NetworkNone
 }
 
-// containerSpec is the sandbox request for generation gen of d.
-func containerSpec(p *config.Plugin, d Desired, gen int) sandbox.ContainerSpec {
+// containerSpec is the sandbox request for instance replica of generation gen of d.
+func containerSpec(p *config.Plugin, d Desired, gen, replica int) sandbox.Spec {
 	s := d.Spec
-	return sandbox.ContainerSpec{
+	return sandbox.Spec{
 		Plugin:      p.Name,
 		Generation:  gen,
+		Replica:     replica,
 		Image:       s.ImageRef,
 		ImageID:     s.ImageID,
 		Snapshot:    d.Hash,

@@ -12,7 +12,7 @@ import (
 
 	"github.com/xcore/runner/config"
 	"github.com/xcore/runner/runner"
-	"github.com/xcore/runner/sandbox"
+	"github.com/xcore/runner/sandbox/docker"
 )
 
 // defaultStopTimeout applies to containers of plugins that are no longer configured.
@@ -43,7 +43,7 @@ func cmdDown(args []string, stdout, stderr io.Writer) error {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	sb, err := sandbox.New(ctx, id, slog.New(slog.DiscardHandler))
+	sb, err := docker.New(ctx, id, slog.New(slog.DiscardHandler))
 	if err != nil {
 		return err
 	}
@@ -82,13 +82,13 @@ func cmdDown(args []string, stdout, stderr io.Writer) error {
 		})
 	}
 	wg.Wait()
-	gone, err := sb.RemoveNetwork(ctx)
+	kept, err := sb.RemoveNetwork(ctx)
 	switch {
 	case err != nil:
 		fmt.Fprintf(stderr, "network %s: %v\n", sb.NetworkName(), err)
 		failed++
-	case !gone:
-		fmt.Fprintf(stderr, "network %s kept: other containers are still attached to it\n", sb.NetworkName())
+	case kept != "":
+		fmt.Fprintln(stderr, kept)
 		failed++
 	default:
 		fmt.Fprintf(stdout, "network %s removed (or already gone)\n", sb.NetworkName())

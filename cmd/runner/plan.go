@@ -9,6 +9,7 @@ import (
 
 	"github.com/xcore/runner/runner"
 	"github.com/xcore/runner/sandbox"
+	"github.com/xcore/runner/sandbox/docker"
 )
 
 // errChanges: `runner plan` found changes (exit 2, like terraform plan -detailed-exitcode).
@@ -33,18 +34,18 @@ func cmdPlan(args []string, stdout, stderr io.Writer) error {
 	if !known {
 		id = "none" // nothing of ours can run; resolve images all the same
 	}
-	sb, err := sandbox.New(ctx, id, nil)
+	sb, err := docker.New(ctx, id, nil)
 	if err != nil {
 		return err
 	}
 	defer sb.Close()
-	var observed []sandbox.Container
+	var observed []sandbox.Instance
 	if known {
 		if observed, err = sb.List(ctx); err != nil {
 			return err
 		}
 	}
-	plan := runner.MakePlan(runner.Desire(ctx, cfg, sb.ResolveImage), observed)
+	plan := runner.MakePlan(runner.Desire(ctx, cfg, sb), observed)
 	fmt.Fprint(stdout, plan.String())
 	for _, op := range plan {
 		if op.Action == runner.ActionUnplanned {

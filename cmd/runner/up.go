@@ -21,7 +21,7 @@ import (
 	"github.com/xcore/runner/proxy"
 	"github.com/xcore/runner/runner"
 	"github.com/xcore/runner/runner/admin"
-	"github.com/xcore/runner/sandbox"
+	"github.com/xcore/runner/sandbox/docker"
 )
 
 func cmdUp(args []string, stdout, stderr io.Writer) error {
@@ -88,7 +88,7 @@ func cmdUp(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("admin API: listen %s: %w (another runner? set runner.admin_listen or %s)", adminListen(cfg.Runner), err, envAdminListen)
 	}
 	defer aln.Close()
-	sb, err := sandbox.New(ctx, id, log)
+	sb, err := docker.New(ctx, id, log)
 	if err != nil {
 		return err
 	}
@@ -148,11 +148,30 @@ func cmdUp(args []string, stdout, stderr io.Writer) error {
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	shutErr := r.Shutdown(sctx)
+	fmt.Fprintln(stdout, stoppedLine(r.Stopped(), sb.NetworkName()))
 	if startErr != nil {
 		return startErr
 	}
 	return shutErr
 }
+
+// stoppedLine is `runner up`'s last line: what its shutdown left behind, if anything.
+func stoppedLine(rep runner.ShutdownReport, network string) string {
+	if rep.Kept {
+		return "stopped: plugins left running (keep_on_exit); the next `runner up` adopts them"
+	}
+	plural := "s"
+	if rep.Removed == 1 {
+		plural = ""
+	}
+	if rep.Network == "removed" {
+		return fmt.Sprintf("stopped: removed %d container%s and network %s", rep.Removed, plural, network)
+	}
+	return fmt.Sprintf("stopped: removed %d container%s; %s", rep.Removed, plural, rep.Network)
+}
+
+// The Docker backend is what runner.Sandbox is made for.
+var _ runner.Sandbox = (*docker.Client)(nil)
 
 // serveAdmin serves the admin API on ln and counts the runner's events into o.Metrics
 // until the returned function is called; that function ends the event and log streams,

@@ -46,6 +46,7 @@ plugin "hello" {
     drain_timeout   = "1m"
     max_concurrent  = 64
     max_body        = "1MB"
+    replicas        = 3
 
     restart {
       policy      = "always"

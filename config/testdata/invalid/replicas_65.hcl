@@ -1,0 +1,7 @@
+plugin "hello" {
+  image = "hello:latest"
+  port  = 8080
+  supervisor {
+    replicas = 65
+  }
+}
