@@ -96,8 +96,8 @@ type route struct {
 // New returns an empty Proxy: every plugin is unknown (404) until set.
 func New(opts Options) *Proxy {
 	p := &Proxy{
-		log:  opts.Logger,
-		obs:  opts.Observer,
+		log:     opts.Logger,
+		obs:     opts.Observer,
 		targets: make(map[string]map[string]*target),
 	}
 	if p.log == nil {
