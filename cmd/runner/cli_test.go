@@ -92,7 +92,7 @@ func adminServer(t *testing.T, f *fakeRunner) (*httptest.Server, []string) {
 }
 
 var fakeStatuses = []runner.Status{
-	{Name: "hello", State: runner.StateHealthy, Generation: 12, Image: "xcore-examples/hello:latest", Container: "c1", StartedAt: time.Now().Add(-90 * time.Second), Restarts: 2},
+	{Name: "hello", State: runner.StateHealthy, Generation: 12, Image: "xcore-examples/hello:latest", Container: "c1", StartedAt: time.Now().Add(-90 * time.Second), Took: 997 * time.Millisecond, Restarts: 2},
 	{Name: "reports-long-name", State: runner.StateFailed, LastError: "image \"x\" not found\nlocally"},
 }
 
@@ -115,6 +115,10 @@ func TestPs(t *testing.T) {
 	code, out, _ = runCLI(t, append([]string{"ps", "--json"}, flags...)...)
 	if code != 0 || !strings.Contains(out, `"name": "reports-long-name"`) {
 		t.Errorf("ps --json: %d\n%s", code, out)
+	}
+	// Durations say their unit, not a bare number of nanoseconds.
+	if !strings.Contains(out, `"took_ms": 997`) || strings.Contains(out, `"took":`) {
+		t.Errorf("ps --json: want took_ms 997 and no took:\n%s", out)
 	}
 }
 
