@@ -10,7 +10,9 @@ import (
 // etagOf is the strong entity tag of a stored kv value: a hash of its bytes, so it needs
 // no version stored beside the value and survives a runner restart. Equal values have
 // equal tags; for a compare-and-swap that is what matters (an update computed from a
-// value is still right when the key went A → B → A meanwhile).
+// value is still right when the key went A → B → A meanwhile). Measured on 2 busy cores:
+// 0.3 µs for a 47-byte value, 1.9 ms for a 1 MiB one (the largest), within the noise of
+// a 1 MiB GET (3.4 to 6.7 ms either way).
 func etagOf(val []byte) string {
 	sum := sha256.Sum256(val)
 	return `"` + hex.EncodeToString(sum[:16]) + `"`
