@@ -1,6 +1,7 @@
 package config
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclparse"
+	"github.com/hashicorp/hcl/v2/hclsyntax"
 )
 
 // Block types of plugins.hcl.
@@ -82,24 +84,111 @@ func Load(path string) (cfg *Config, files map[string]*hcl.File, diags hcl.Diagn
 // LoadRunner reads only the runner block of the root file at path, over the defaults,
 // exactly as Load would decode it, and ignores every other block and the drop-in files.
 // The commands that talk to a running runner (ps, logs, reload, ...) need its addresses
-// and token file even while a plugin block is being edited into an invalid state.
-func LoadRunner(path string) (Runner, hcl.Diagnostics) {
+// and token file even while a plugin block is being edited into an invalid state, be it
+// a value or the syntax: when the file does not parse, the runner block is cut out and
+// parsed alone, so a syntax error elsewhere does not matter. When the runner block
+// itself does not parse, diags holds the first error only: what follows a syntax error
+// is mostly its echo. files is for WriteDiagnostics.
+func LoadRunner(path string) (r Runner, files map[string]*hcl.File, diags hcl.Diagnostics) {
 	parser := hclparse.NewParser()
 	rootDir, err := filepath.Abs(filepath.Dir(path))
 	if err != nil {
-		return Runner{}, hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Invalid config path", Detail: "resolve " + path + ": " + err.Error()}}
+		return Runner{}, parser.Files(), hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Invalid config path", Detail: "resolve " + path + ": " + err.Error()}}
 	}
 	l := &loader{decoder: decoder{ctx: evalContext(rootDir)}, parser: parser, rootDir: rootDir}
-	r := defaultRunner(rootDir)
-	f, diags := parser.ParseHCLFile(path)
-	l.append(diags)
-	if f != nil {
-		content, _, _ := f.Body.PartialContent(&hcl.BodySchema{Blocks: []hcl.BlockHeaderSchema{{Type: blockRunner}}})
-		if b := l.single(content.Blocks.OfType(blockRunner)); b != nil {
-			r, _, _ = l.decodeRunner(b)
+	r = defaultRunner(rootDir)
+	f, pdiags := parser.ParseHCLFile(path)
+	if f == nil { // unreadable
+		return r, parser.Files(), firstError(pdiags)
+	}
+	body := f.Body
+	if pdiags.HasErrors() {
+		alone, bdiags := runnerBlockAlone(f.Bytes, path)
+		if bdiags.HasErrors() { // the error is in the runner block
+			return r, parser.Files(), firstError(bdiags)
+		}
+		if alone == nil { // no runner block to be found
+			return r, parser.Files(), firstError(pdiags)
+		}
+		body = alone
+	} else {
+		l.append(pdiags)
+	}
+	content, _, _ := body.PartialContent(&hcl.BodySchema{Blocks: []hcl.BlockHeaderSchema{{Type: blockRunner}}})
+	if b := l.single(content.Blocks.OfType(blockRunner)); b != nil {
+		r, _, _ = l.decodeRunner(b)
+	}
+	return r, parser.Files(), l.diags
+}
+
+// runnerLine is the first line of a runner block, as every config writes it.
+var runnerLine = regexp.MustCompile(`(?m)^[ \t]*runner[ \t]*\{`)
+
+// runnerBlockAlone parses the runner block of src alone: from the first line that opens
+// one to its matching closing brace (or the end of the file), at its place in the file
+// so that positions stay true. An error elsewhere in src, even an unterminated string
+// that swallows the rest of the file, cannot reach it. Nil without such a line.
+func runnerBlockAlone(src []byte, filename string) (hcl.Body, hcl.Diagnostics) {
+	loc := runnerLine.FindIndex(src)
+	if loc == nil {
+		return nil, nil
+	}
+	begin := loc[0]
+	start := hcl.Pos{Line: 1 + bytes.Count(src[:begin], []byte("\n")), Column: 1, Byte: begin}
+	end := len(src)
+	// Template braces ("${", "%{") have token types of their own: only block and object
+	// braces count.
+	toks, _ := hclsyntax.LexConfig(src[begin:], filename, start)
+	depth := 0
+	for _, tok := range toks {
+		if tok.Type == hclsyntax.TokenOBrace {
+			depth++
+		} else if tok.Type == hclsyntax.TokenCBrace {
+			if depth--; depth == 0 {
+				end = begin + tok.Range.End.Byte - start.Byte
+				break
+			}
 		}
 	}
-	return r, l.diags
+	f, diags := hclsyntax.ParseConfig(src[begin:end], filename, start)
+	if f == nil {
+		return nil, diags
+	}
+	return f.Body, diags
+}
+
+// firstError keeps the first error of diags: after a syntax error, the parser's
+// recovery and the decoding of what it recovered mostly repeat it (an unterminated
+// string gave "Invalid multi-line string" on each of the next 7 lines, then "Missing
+// port" for the attribute it swallowed). Its detail says how many more there were.
+func firstError(diags hcl.Diagnostics) hcl.Diagnostics {
+	var first *hcl.Diagnostic
+	more := 0
+	for _, d := range diags {
+		switch {
+		case d.Severity != hcl.DiagError:
+		case first == nil:
+			first = d
+		default:
+			more++
+		}
+	}
+	if first == nil {
+		return diags
+	}
+	if more == 0 {
+		return hcl.Diagnostics{first}
+	}
+	d := *first
+	d.Detail = strings.TrimSpace(d.Detail + fmt.Sprintf(" (%d more %s after this one, most likely caused by it, %s not shown)", more, plural(more, "error", "errors"), plural(more, "is", "are")))
+	return hcl.Diagnostics{&d}
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
 }
 
 // WriteDiagnostics prints diags with source snippets (hcl.NewDiagnosticTextWriter, width 80).
@@ -134,6 +223,9 @@ type loader struct {
 	// one bad block does not cascade into "unknown service" errors.
 	services map[string]hcl.Range
 	plugins  map[string]hcl.Range
+	// unparsed: a file did not parse. Its blocks are missing, so the others are not
+	// decoded either: their references to those blocks would fail in a cascade.
+	unparsed bool
 }
 
 func (l *loader) load(path string) *Config {
@@ -181,6 +273,9 @@ func (l *loader) load(path string) *Config {
 		plugins = append(plugins, content.Blocks.OfType(blockPlugin)...)
 	}
 
+	if l.unparsed {
+		return cfg
+	}
 	if len(plugins) > MaxPlugins {
 		l.errorf(plugins[MaxPlugins].DefRange, "Too many plugins",
 			"the config defines %d plugins; the limit is %d (config.MaxPlugins)", len(plugins), MaxPlugins)
@@ -205,9 +300,16 @@ func (l *loader) load(path string) *Config {
 	return cfg
 }
 
-// parse reads one file and returns its top-level content, or nil when it cannot be read.
+// parse reads one file and returns its top-level content, or nil when it cannot be read
+// or parsed. A file that does not parse reports its first error only (see firstError)
+// and is not decoded: what the parser recovered from it would add errors of its own.
 func (l *loader) parse(name string) *hcl.BodyContent {
 	f, diags := l.parser.ParseHCLFile(name)
+	if diags.HasErrors() {
+		l.append(firstError(diags))
+		l.unparsed = true
+		return nil
+	}
 	l.append(diags)
 	if f == nil {
 		return nil

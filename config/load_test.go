@@ -546,7 +546,7 @@ plugin "hello" {
 	if _, _, diags := config.Load(path); !diags.HasErrors() {
 		t.Fatal("the whole config should not validate")
 	}
-	r, diags := config.LoadRunner(path)
+	r, _, diags := config.LoadRunner(path)
 	if diags.HasErrors() {
 		t.Fatalf("LoadRunner: %v", diags)
 	}
@@ -556,8 +556,116 @@ plugin "hello" {
 	}
 
 	write("runner {\n  admin_listen = \"nowhere\"\n}\n")
-	_, diags = config.LoadRunner(path)
+	_, _, diags = config.LoadRunner(path)
 	if !diags.HasErrors() || diags[0].Subject == nil || diags[0].Subject.Start.Line != 2 || diags[0].Summary != "Invalid admin_listen" {
 		t.Errorf("diags = %v, want Invalid admin_listen at line 2", diags)
+	}
+}
+
+// An unterminated string makes the parser complain on every line after it, and the
+// attributes it swallowed look missing: Load reports the first error only, with how
+// many it left out, and decodes no block (a reference to a block of a file that did not
+// parse would fail too).
+func TestLoadSyntaxErrorNoCascade(t *testing.T) {
+	t.Parallel()
+	tests := map[string]struct {
+		files map[string]string
+		file  string // where the one error is
+		line  int
+	}{
+		"unterminated string": {
+			files: map[string]string{"plugins.hcl": "runner {\n  state_dir = \"st\"\n}\nservice \"kv\" {\n  builtin = \"kv\"\n}\nplugin \"greeter\" {\n  image = \"team/greeter:latest\n  port  = 8080\n  services = [\"kv\"]\n  supervisor {\n    memory = \"64MiB\"\n  }\n}\n"},
+			file:  "plugins.hcl", line: 8,
+		},
+		"unclosed block": {
+			files: map[string]string{"plugins.hcl": "plugin \"a\" {\n  image = \"x\"\n  port = 1\n\nplugin \"b\" {\n  image = \"x\"\n  port = 1\n}\n"},
+			file:  "plugins.hcl", line: 1,
+		},
+		"in a drop-in whose service the root uses": {
+			files: map[string]string{
+				"plugins.hcl":        "plugin \"a\" {\n  image = \"x\"\n  port = 1\n  services = [\"kv\"]\n}\n",
+				"plugins.d/kv.hcl":   "service \"kv\" {\n  builtin = \"kv\n}\n",
+				"plugins.d/more.hcl": "plugin \"b\" {\n  image = \"x\"\n  port = 1\n}\n",
+			},
+			file: "plugins.d/kv.hcl", line: 2,
+		},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			for f, src := range tt.files {
+				if err := os.MkdirAll(filepath.Dir(filepath.Join(dir, f)), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(filepath.Join(dir, f), []byte(src), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			cfg, _, diags := config.Load(filepath.Join(dir, "plugins.hcl"))
+			if cfg != nil || len(diags) != 1 {
+				t.Fatalf("cfg %v, %d diagnostics, want nil and 1:\n%v", cfg, len(diags), diags)
+			}
+			d := diags[0]
+			if d.Subject == nil || d.Subject.Filename != filepath.Join(dir, tt.file) || d.Subject.Start.Line != tt.line {
+				t.Errorf("diagnostic %v, want it at %s:%d", d, tt.file, tt.line)
+			}
+		})
+	}
+}
+
+// The admin commands need the runner block while the rest of the file does not even
+// parse: a syntax error before or after it costs nothing; one inside it is reported,
+// first error only.
+func TestLoadRunnerPastASyntaxError(t *testing.T) {
+	t.Parallel()
+	const block = "runner {\n  admin_listen = \"127.0.0.1:9181\"\n  listen = \"${\"127.0.0.1\"}:9180\"\n  state_dir = \"st\"\n}\n"
+	ok := map[string]struct{ src, listen, state string }{
+		"unterminated string after":    {block + "plugin \"a\" {\n  image = \"x\n  port = 1\n}\n", "127.0.0.1:9180", "st"},
+		"unterminated string before":   {"service \"kv\" {\n  builtin = \"kv\n}\n" + block + "plugin \"a\" {\n  image = \"x\"\n}\n", "127.0.0.1:9180", "st"},
+		"unclosed block before":        {"plugin \"a\" {\n  image = \"x\"\n  port = 1\n\n" + block, "127.0.0.1:9180", "st"},
+		"bad token after":              {block + "plugin \"a\" {\n  port  = = 8080\n}\n", "127.0.0.1:9180", "st"},
+		"one-line runner, error after": {"runner { admin_listen = \"127.0.0.1:9181\" }\nplugin \"a\" { image = \"x }\n", "127.0.0.1:8080", ".runner"},
+	}
+	for name, tt := range ok {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			path := filepath.Join(t.TempDir(), "plugins.hcl")
+			if err := os.WriteFile(path, []byte(tt.src), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			r, _, diags := config.LoadRunner(path)
+			if diags.HasErrors() {
+				t.Fatalf("LoadRunner: %v", diags)
+			}
+			if r.AdminListen != "127.0.0.1:9181" || r.Listen != tt.listen || r.AdminTokenFile != filepath.Join(filepath.Dir(path), tt.state, "admin.token") {
+				t.Errorf("runner = %+v", r)
+			}
+		})
+	}
+
+	bad := map[string]struct {
+		src  string
+		line int
+	}{
+		"unterminated string in it": {"runner {\n  admin_listen = \"127.0.0.1:9181\n  state_dir = \"st\"\n}\nplugin \"a\" {\n  image = \"x\"\n}\n", 2},
+		"unclosed runner block":     {"runner {\n  admin_listen = \"127.0.0.1:9181\"\n", 1},
+		"no runner block at all":    {"plugin \"a\" {\n  image = \"x\n}\n", 2},
+	}
+	for name, tt := range bad {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			path := filepath.Join(t.TempDir(), "plugins.hcl")
+			if err := os.WriteFile(path, []byte(tt.src), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			_, files, diags := config.LoadRunner(path)
+			if len(diags) != 1 || diags[0].Subject == nil || diags[0].Subject.Start.Line != tt.line {
+				t.Fatalf("diags = %v, want one error at line %d", diags, tt.line)
+			}
+			if files[path] == nil {
+				t.Error("no source for the diagnostic's snippet")
+			}
+		})
 	}
 }

@@ -56,12 +56,18 @@ func TestAdminCLI(t *testing.T) {
 			State      string `json:"state"`
 			Generation int    `json:"generation"`
 			Container  string `json:"container"`
+			TookMS     int64  `json:"took_ms"`
 		}
 		if err := json.Unmarshal([]byte(out), &list); err != nil || code != 0 || len(list) != 2 {
 			t.Fatalf("ps --json (exit %d): %v\n%s", code, err, out)
 		}
-		if h := list[1]; h.Name != "hello" || h.State != "healthy" || h.Generation != 1 || h.Container != rp.containerFull("hello") {
-			t.Errorf("hello = %+v; container running is %s", h, rp.containerFull("hello"))
+		if h := list[1]; h.Name != "hello" || h.State != "healthy" || h.Generation != 1 || h.Container != rp.containerFull("hello") ||
+			h.TookMS <= 0 || h.TookMS > 60_000 {
+			t.Errorf("hello = %+v; container running is %s, want took_ms in (0, 60000]", h, rp.containerFull("hello"))
+		}
+		// The README's filter finds it: labels are io.xcore.*.
+		if got := docker(t, "ps", "-q", "--no-trunc", "--filter", "label=io.xcore.plugin=hello", "--filter", "label=io.xcore.runner="+rp.runnerID); got != rp.containerFull("hello") {
+			t.Errorf("docker ps --filter label=io.xcore.plugin=hello --filter label=io.xcore.runner=%s: %q, want %s", rp.runnerID, got, rp.containerFull("hello"))
 		}
 	})
 

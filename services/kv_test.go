@@ -17,7 +17,8 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// kvClient talks to one plugin's kv service at base (ending in /services/<name>).
+// kvClient talks to one plugin's kv service at base, its $KV_URL without the trailing
+// slash (…/services/<name>), with the documented URLs: base/{key} and base/?prefix=.
 type kvClient struct {
 	t     testing.TB
 	c     *http.Client
@@ -25,16 +26,43 @@ type kvClient struct {
 	token string
 }
 
+// do sends method to the key's URL with header name/value pairs.
+func (k kvClient) do(method, key string, body io.Reader, header ...string) (*http.Response, []byte) {
+	k.t.Helper()
+	req, err := http.NewRequest(method, k.base+"/"+key, body)
+	if err != nil {
+		k.t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+k.token)
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Add(header[i], header[i+1])
+	}
+	c := k.c
+	if c == nil {
+		c = http.DefaultClient
+	}
+	res, err := c.Do(req)
+	if err != nil {
+		k.t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		k.t.Fatal(err)
+	}
+	return res, b
+}
+
 func (k kvClient) put(key, val string) {
 	k.t.Helper()
-	res, body := call(k.t, k.c, "PUT", k.base+"/kv/"+key, k.token, strings.NewReader(val))
+	res, body := k.do("PUT", key, strings.NewReader(val))
 	wantStatus(k.t, res, body, http.StatusNoContent)
 }
 
 // get returns the value, or ok false on 404.
 func (k kvClient) get(key string) (val string, ok bool) {
 	k.t.Helper()
-	res, body := call(k.t, k.c, "GET", k.base+"/kv/"+key, k.token, nil)
+	res, body := k.do("GET", key, nil)
 	if res.StatusCode == http.StatusNotFound {
 		wantProblem(k.t, res, body, http.StatusNotFound)
 		return "", false
@@ -48,13 +76,13 @@ func (k kvClient) get(key string) (val string, ok bool) {
 
 func (k kvClient) del(key string) {
 	k.t.Helper()
-	res, body := call(k.t, k.c, "DELETE", k.base+"/kv/"+key, k.token, nil)
+	res, body := k.do("DELETE", key, nil)
 	wantStatus(k.t, res, body, http.StatusNoContent)
 }
 
 func (k kvClient) list(prefix string) kvListing {
 	k.t.Helper()
-	res, body := call(k.t, k.c, "GET", k.base+"/kv?prefix="+prefix, k.token, nil)
+	res, body := k.do("GET", "?prefix="+prefix, nil)
 	wantStatus(k.t, res, body, http.StatusOK)
 	var l kvListing
 	if err := json.Unmarshal(body, &l); err != nil {
@@ -112,10 +140,12 @@ func TestKVCRUD(t *testing.T) {
 		t.Errorf("list notes after delete = %q", got)
 	}
 
-	res, body := call(t, nil, "POST", kv.base+"/kv/x", kv.token, nil)
+	res, body := call(t, nil, "PATCH", kv.base+"/x", kv.token, nil)
 	wantProblem(t, res, body, http.StatusMethodNotAllowed)
-	res, body = call(t, nil, "GET", kv.base+"/nothing", kv.token, nil)
-	wantProblem(t, res, body, http.StatusNotFound)
+	res, body = call(t, nil, "POST", kv.base+"/x", kv.token, nil)
+	wantProblem(t, res, body, http.StatusBadRequest) // POST is incr only
+	res, body = call(t, nil, "DELETE", kv.base+"/", kv.token, nil)
+	wantProblem(t, res, body, http.StatusMethodNotAllowed)
 }
 
 func TestKVListLimit(t *testing.T) {
@@ -210,9 +240,14 @@ func TestKVBadKeys(t *testing.T) {
 	for name, key := range tests {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			for _, method := range []string{"GET", "PUT", "DELETE"} {
-				res, body := call(t, nil, method, kv.base+"/kv/"+key, kv.token, strings.NewReader("v"))
-				wantProblem(t, res, body, http.StatusBadRequest)
+			for _, method := range []string{"GET", "PUT", "POST", "DELETE"} {
+				for i, u := range []string{kv.base + "/kv/" + key + "?incr=1", kv.base + "/" + key + "?incr=1"} {
+					if key == "" && i == 1 {
+						continue // base/ is the listing
+					}
+					res, body := call(t, nil, method, u, kv.token, strings.NewReader("v"))
+					wantProblem(t, res, body, http.StatusBadRequest)
+				}
 			}
 		})
 	}

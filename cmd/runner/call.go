@@ -141,7 +141,7 @@ func cmdCall(args []string, stdout, stderr io.Writer) error {
 // proxyBase is the public proxy's address from the config; when its port is 0 (chosen
 // at start), the running runner's admin API tells it.
 func proxyBase(ctx context.Context, af *adminFlags, stderr io.Writer) (string, error) {
-	settings, _, err := runnerSettings(*af.cfg, stderr)
+	settings, _, err := runnerSettings(*af.cfg, stderr, stderr)
 	if err != nil {
 		return "", err
 	}

@@ -92,7 +92,7 @@ func adminServer(t *testing.T, f *fakeRunner) (*httptest.Server, []string) {
 }
 
 var fakeStatuses = []runner.Status{
-	{Name: "hello", State: runner.StateHealthy, Generation: 12, Image: "xcore-examples/hello:latest", Container: "c1", StartedAt: time.Now().Add(-90 * time.Second), Restarts: 2},
+	{Name: "hello", State: runner.StateHealthy, Generation: 12, Image: "xcore-examples/hello:latest", Container: "c1", StartedAt: time.Now().Add(-90 * time.Second), Took: 997 * time.Millisecond, Restarts: 2},
 	{Name: "reports-long-name", State: runner.StateFailed, LastError: "image \"x\" not found\nlocally"},
 }
 
@@ -115,6 +115,10 @@ func TestPs(t *testing.T) {
 	code, out, _ = runCLI(t, append([]string{"ps", "--json"}, flags...)...)
 	if code != 0 || !strings.Contains(out, `"name": "reports-long-name"`) {
 		t.Errorf("ps --json: %d\n%s", code, out)
+	}
+	// Durations say their unit, not a bare number of nanoseconds.
+	if !strings.Contains(out, `"took_ms": 997`) || strings.Contains(out, `"took":`) {
+		t.Errorf("ps --json: want took_ms 997 and no took:\n%s", out)
 	}
 }
 
@@ -310,7 +314,7 @@ func TestRunnerSettingsOfAnInvalidConfig(t *testing.T) {
 	t.Parallel()
 	path := writeConfig(t, "runner {\n  admin_listen = \"127.0.0.1:9999\"\n  state_dir = \"st\"\n}\nplugin \"a\" {\n  image = \"x\"\n  port = 1\n  colour = \"red\"\n}\n")
 	var errb bytes.Buffer
-	r, cfg, err := runnerSettings(path, &errb)
+	r, cfg, err := runnerSettings(path, &errb, &errb)
 	if err != nil || cfg != nil {
 		t.Fatalf("%v %v", cfg, err)
 	}
@@ -322,7 +326,7 @@ func TestRunnerSettingsOfAnInvalidConfig(t *testing.T) {
 		t.Errorf("no warning: %q", errb.String())
 	}
 	// Not even parseable: the diagnostics, and an error.
-	if _, _, err := runnerSettings(writeConfig(t, "runner {\n"), io.Discard); err == nil {
+	if _, _, err := runnerSettings(writeConfig(t, "runner {\n"), io.Discard, io.Discard); err == nil {
 		t.Error("a config that does not parse was accepted")
 	}
 }
@@ -373,5 +377,71 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// The admin commands read the runner block alone: an unterminated string in a plugin
+// block, before or after it, costs them nothing. They say in one line what is wrong
+// (the first problem, not its echoes) and go on.
+func TestAdminCommandsPastASyntaxError(t *testing.T) {
+	t.Parallel()
+	f := &fakeRunner{statuses: fakeStatuses, reload: runner.ReloadResult{Applied: true, Plan: "= hello: unchanged\n"}}
+	srv, flags := adminServer(t, f)
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "answer\n") }))
+	defer proxy.Close()
+	block := fmt.Sprintf("runner {\n  listen = %q\n  admin_listen = %q\n  admin_token_file = %q\n}\n",
+		strings.TrimPrefix(proxy.URL, "http://"), strings.TrimPrefix(srv.URL, "http://"), flags[3])
+	const broken = "plugin \"greeter\" {\n  image = \"team/greeter:latest\n  port  = 8080\n  services = [\"kv\"]\n  supervisor {\n    memory = \"64MiB\"\n  }\n}\n"
+
+	for name, src := range map[string]string{"after": block + broken, "before": broken + block} {
+		path := writeConfig(t, src)
+		wantWarning := path + ":2:31: Invalid multi-line string"
+		if name == "after" {
+			wantWarning = path + ":7:31: Invalid multi-line string"
+		}
+		for _, args := range [][]string{{"ps"}, {"logs", "hello"}, {"restart", "hello"}, {"reload"}, {"call", "hello", "/"}} {
+			code, out, errb := runCLI(t, append(args, "-c", path)...)
+			if code != 0 || out == "" {
+				t.Errorf("%s, error %s the runner block: exit %d\nstdout: %s\nstderr: %s", args[0], name, code, out, errb)
+				continue
+			}
+			if args[0] == "reload" { // it reports the config itself
+				continue
+			}
+			if strings.Count(errb, "\n") != 1 || !strings.Contains(errb, "does not validate ("+wantWarning) {
+				t.Errorf("%s, error %s the runner block: stderr\n%s\nwant one warning naming %s", args[0], name, errb, wantWarning)
+			}
+		}
+	}
+
+	// events streams: it got as far as subscribing.
+	path := writeConfig(t, broken+block)
+	var out, errb syncBuffer
+	done := make(chan int, 1)
+	go func() { done <- run([]string{"events", "-c", path}, &out, &errb) }()
+	subscribed := make(chan struct{})
+	go func() {
+		waitFor(t, "the subscription", f.subscribed)
+		close(subscribed)
+	}()
+	select {
+	case code := <-done:
+		t.Fatalf("events ended at once: exit %d\n%s", code, errb.String())
+	case <-subscribed:
+	}
+	srv.CloseClientConnections()
+	<-done
+}
+
+// When the runner block itself does not parse, the first error is shown with its
+// source line, not the cascade after it.
+func TestAdminCommandsRunnerBlockSyntaxError(t *testing.T) {
+	t.Parallel()
+	path := writeConfig(t, "runner {\n  admin_listen = \"127.0.0.1:1\n  state_dir = \"st\"\n}\nplugin \"a\" {\n  image = \"x\"\n  port = 1\n}\n")
+	for _, cmd := range []string{"ps", "reload", "down"} {
+		code, _, errb := runCLI(t, cmd, "-c", path)
+		if code != 1 || strings.Count(errb, ": error: ") != 1 || !strings.Contains(errb, path+":2:") || !strings.Contains(errb, `admin_listen = "127.0.0.1:1`) {
+			t.Errorf("%s: exit %d, want 1 and one error at line 2 with its source:\n%s", cmd, code, errb)
+		}
 	}
 }

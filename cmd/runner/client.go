@@ -65,7 +65,7 @@ func (a *adminFlags) client(stderr io.Writer) (*adminClient, error) {
 		if a.quiet {
 			warn = io.Discard
 		}
-		if settings, _, err = runnerSettings(*a.cfg, warn); err != nil {
+		if settings, _, err = runnerSettings(*a.cfg, stderr, warn); err != nil {
 			return nil, err
 		}
 	}

@@ -25,7 +25,7 @@ func cmdDown(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	// An invalid config must not keep anyone from cleaning up: the runner block is enough.
-	settings, cfg, err := runnerSettings(*cfgPath, stderr)
+	settings, cfg, err := runnerSettings(*cfgPath, stderr, stderr)
 	if err != nil {
 		return err
 	}

@@ -72,6 +72,16 @@ func TestValidateInvalidConfigs(t *testing.T) {
 	}
 }
 
+// An unterminated string: one error (where the string starts), not one per line after it.
+func TestValidateShowsTheFirstSyntaxError(t *testing.T) {
+	t.Parallel()
+	path := writeConfig(t, "runner {\n  state_dir = \"st\"\n}\nplugin \"greeter\" {\n  image = \"team/greeter:latest\n  port  = 8080\n  env = { GREETING = \"hi\" }\n  supervisor {\n    memory = \"64MiB\"\n  }\n}\n")
+	code, _, stderr := runCLI(t, "validate", "-c", path)
+	if code != 1 || strings.Count(stderr, ": error: ") != 1 || !strings.Contains(stderr, path+":5:31: error: ") {
+		t.Errorf("exit %d, want 1 and a single error at %s:5:31:\n%s", code, path, stderr)
+	}
+}
+
 func TestValidateValidConfig(t *testing.T) {
 	t.Parallel()
 	code, stdout, stderr := runCLI(t, "validate", "-c", writeConfig(t, okPlugin))

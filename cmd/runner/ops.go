@@ -31,7 +31,7 @@ func cmdPs(args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
 	defer cancel()
-	var list []runner.Status
+	var list []admin.PluginStatus
 	if err := c.getJSON(ctx, "/v1/plugins", &list); err != nil {
 		return err
 	}
@@ -40,7 +40,11 @@ func cmdPs(args []string, stdout, stderr io.Writer) error {
 		enc.SetIndent("", "  ")
 		return enc.Encode(list)
 	}
-	printPs(stdout, list, time.Now())
+	st := make([]runner.Status, len(list))
+	for i, p := range list {
+		st[i] = p.Status
+	}
+	printPs(stdout, st, time.Now())
 	return nil
 }
 

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/xcore/runner/runner"
+	"github.com/xcore/runner/runner/admin"
 )
 
 // interruptible is a context that ends on Ctrl-C or SIGTERM: a stream the user stops
@@ -110,12 +111,12 @@ func cmdEvents(args []string, stdout, stderr io.Writer) error {
 			fmt.Fprintln(stdout, data)
 			continue
 		}
-		var ev runner.Event
+		var ev admin.Event
 		if err := json.Unmarshal([]byte(data), &ev); err != nil {
 			fmt.Fprintln(stderr, "runner events: undecodable event:", data)
 			continue
 		}
-		fmt.Fprintln(stdout, formatEvent(ev))
+		fmt.Fprintln(stdout, formatEvent(runnerEvent(ev)))
 	}
 	if ctx.Err() != nil {
 		return nil // Ctrl-C
@@ -124,6 +125,19 @@ func cmdEvents(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("event stream ended: the runner stopped or went away (%w)", err)
 	}
 	return errors.New("event stream ended: the runner stopped")
+}
+
+// runnerEvent is the runner's event behind the API's view of it.
+func runnerEvent(ev admin.Event) runner.Event {
+	out := ev.Event
+	out.Duration = time.Duration(ev.DurationMS) * time.Millisecond
+	out.Status = nil
+	if ev.Status != nil {
+		st := ev.Status.Status
+		st.Took = time.Duration(ev.Status.TookMS) * time.Millisecond
+		out.Status = &st
+	}
+	return out
 }
 
 // formatEvent is one line: time, type, plugin, what happened.

@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"io"
-	"os"
 
 	"github.com/xcore/runner/config"
 )
@@ -25,11 +24,7 @@ func cmdValidate(args []string, stdout, stderr io.Writer) error {
 func loadConfig(path string, stderr io.Writer) (*config.Config, error) {
 	cfg, files, diags := config.Load(path)
 	if len(diags) > 0 {
-		color := false
-		if f, ok := stderr.(*os.File); ok {
-			color = isTerminal(f)
-		}
-		_ = config.WriteDiagnostics(stderr, files, diags, color)
+		writeDiagnostics(stderr, files, diags)
 	}
 	if diags.HasErrors() || cfg == nil {
 		return nil, errReported

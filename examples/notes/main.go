@@ -3,6 +3,7 @@
 //	PUT /notes/{id}    stores the body in the kv service (KV_URL)
 //	GET /notes/{id}    reads it back
 //	GET /notes         lists the ids
+//	POST /count/{id}   adds 1 to a counter in the kv service, atomically; answers the total
 //	GET /quote         calls the url service QUOTES_URL; the runner adds the credentials
 //	GET /greeting      the value of the env service (FEATURE_X)
 //	GET /selftest?addr=host:port  tries a TCP connection and reports (network = "none"
@@ -20,6 +21,7 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -65,19 +67,19 @@ func relay(w http.ResponseWriter, resp *http.Response, err error) {
 }
 
 func main() {
-	kv := strings.TrimSuffix(os.Getenv("KV_URL"), "/")
+	kv := os.Getenv("KV_URL") // ends in "/": a key's URL is $KV_URL{key}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("PUT /notes/{id}", func(w http.ResponseWriter, r *http.Request) {
-		resp, err := call(http.MethodPut, kv+"/kv/note:"+r.PathValue("id"), r.Body)
+		resp, err := call(http.MethodPut, kv+"note:"+url.PathEscape(r.PathValue("id")), r.Body)
 		relay(w, resp, err)
 	})
 	mux.HandleFunc("GET /notes/{id}", func(w http.ResponseWriter, r *http.Request) {
-		resp, err := call(http.MethodGet, kv+"/kv/note:"+r.PathValue("id"), nil)
+		resp, err := call(http.MethodGet, kv+"note:"+url.PathEscape(r.PathValue("id")), nil)
 		relay(w, resp, err)
 	})
 	mux.HandleFunc("GET /notes", func(w http.ResponseWriter, r *http.Request) {
-		resp, err := call(http.MethodGet, kv+"/kv?prefix=note:", nil)
+		resp, err := call(http.MethodGet, kv+"?prefix=note:", nil)
 		if err != nil || resp.StatusCode != http.StatusOK {
 			relay(w, resp, err)
 			return
@@ -94,6 +96,10 @@ func main() {
 		}
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(map[string][]string{"notes": ids})
+	})
+	mux.HandleFunc("POST /count/{id}", func(w http.ResponseWriter, r *http.Request) {
+		resp, err := call(http.MethodPost, kv+"count:"+url.PathEscape(r.PathValue("id"))+"?incr=1", nil)
+		relay(w, resp, err)
 	})
 	mux.HandleFunc("GET /quote", func(w http.ResponseWriter, r *http.Request) {
 		resp, err := call(http.MethodGet, os.Getenv("QUOTES_URL"), nil)

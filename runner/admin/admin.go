@@ -209,11 +209,7 @@ func (s *server) runnerInfo(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *server) listPlugins(w http.ResponseWriter, r *http.Request) {
-	st := s.rt.Statuses()
-	if st == nil {
-		st = []runner.Status{}
-	}
-	writeJSON(w, http.StatusOK, st)
+	writeJSON(w, http.StatusOK, pluginStatuses(s.rt.Statuses()))
 }
 
 func (s *server) getPlugin(w http.ResponseWriter, r *http.Request) {
@@ -221,7 +217,7 @@ func (s *server) getPlugin(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	writeJSON(w, http.StatusOK, st)
+	writeJSON(w, http.StatusOK, NewPluginStatus(st))
 }
 
 // status looks a plugin up, answering 404 itself when it is unknown.

@@ -96,7 +96,7 @@ func TestPluginsJSONShape(t *testing.T) {
 	if len(list) != 2 || list[0]["name"] != "crashy" || list[1]["name"] != "hello" {
 		t.Fatalf("plugins = %v", list)
 	}
-	wantKeys := []string{"adopted", "container", "endpoint", "generation", "image", "image_id", "last_change", "last_error", "last_exit", "name", "restarts", "snapshot", "started_at", "state", "took"}
+	wantKeys := []string{"adopted", "container", "endpoint", "generation", "image", "image_id", "last_change", "last_error", "last_exit", "name", "restarts", "snapshot", "started_at", "state", "took_ms"}
 	var keys []string
 	for k := range list[1] {
 		keys = append(keys, k)
@@ -105,7 +105,8 @@ func TestPluginsJSONShape(t *testing.T) {
 	if !reflect.DeepEqual(keys, wantKeys) {
 		t.Errorf("keys of a plugin = %v, want %v", keys, wantKeys)
 	}
-	for k, want := range map[string]any{"state": "healthy", "generation": 3.0, "restarts": 1.0, "container": "c0ffee", "started_at": "2025-03-01T12:00:00Z"} {
+	// Durations say their unit: took_ms, not a bare number of nanoseconds.
+	for k, want := range map[string]any{"state": "healthy", "generation": 3.0, "restarts": 1.0, "container": "c0ffee", "started_at": "2025-03-01T12:00:00Z", "took_ms": 997.0} {
 		if list[1][k] != want {
 			t.Errorf("%s = %v, want %v", k, list[1][k], want)
 		}
@@ -115,13 +116,15 @@ func TestPluginsJSONShape(t *testing.T) {
 func TestPluginByName(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, Options{})
-	var st runner.Status
+	var st PluginStatus
 	resp := h.do("GET", "/v1/plugins/hello", nil)
 	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil || resp.StatusCode != 200 {
 		t.Fatalf("status %d: %v", resp.StatusCode, err)
 	}
-	if !reflect.DeepEqual(st, hello) {
-		t.Errorf("got %+v\nwant %+v", st, hello)
+	want := hello
+	want.Took = 0 // as took_ms
+	if !reflect.DeepEqual(st.Status, want) || st.TookMS != 997 || st.Took != nil {
+		t.Errorf("got %+v\nwant %+v and took_ms 997", st, want)
 	}
 	p := wantProblem(t, h.do("GET", "/v1/plugins/nope", nil), http.StatusNotFound)
 	if !strings.Contains(p.Detail, `"nope"`) {
@@ -343,18 +346,27 @@ func TestEventStream(t *testing.T) {
 	want := runner.Event{Time: started, Type: runner.EventState, Plugin: "hello", Status: &st}
 	h.f.publish(want)
 	h.f.publish(runner.Event{Time: started, Type: runner.EventReload, OK: true, Message: "applied: 2 plugins from 1 files"})
+	h.f.publish(runner.Event{Time: started, Type: runner.EventReplaced, Plugin: "hello", Duration: 1234 * time.Millisecond})
 
 	var got []runner.Event
+	var raw []string
 	heartbeats := 0
-	for len(got) < 2 || heartbeats == 0 {
+	for len(got) < 3 || heartbeats == 0 {
 		line := next()
 		switch {
 		case strings.HasPrefix(line, "data: "):
-			var ev runner.Event
+			var ev Event
 			if err := json.Unmarshal([]byte(strings.TrimPrefix(line, "data: ")), &ev); err != nil {
 				t.Fatalf("event %q: %v", line, err)
 			}
-			got = append(got, ev)
+			// Back to the runner's event, durations from their _ms fields.
+			if ev.Status != nil {
+				ev.Status.Status.Took = time.Duration(ev.Status.TookMS) * time.Millisecond
+				ev.Event.Status = &ev.Status.Status
+			}
+			ev.Event.Duration = time.Duration(ev.DurationMS) * time.Millisecond
+			got = append(got, ev.Event)
+			raw = append(raw, line)
 			if next() != "" {
 				t.Fatal("an event is not followed by a blank line")
 			}
@@ -367,6 +379,14 @@ func TestEventStream(t *testing.T) {
 	}
 	if got[1].Type != runner.EventReload || !got[1].OK {
 		t.Errorf("second event %+v", got[1])
+	}
+	if got[2].Duration != 1234*time.Millisecond {
+		t.Errorf("third event %+v, want a duration of 1.234s", got[2])
+	}
+	// Durations say their unit: no bare number of nanoseconds.
+	if !strings.Contains(raw[0], `"took_ms":997`) || !strings.Contains(raw[2], `"duration_ms":1234`) ||
+		strings.Contains(raw[0], `"took":`) || strings.Contains(raw[2], `"duration":`) {
+		t.Errorf("events as sent:\n%s", strings.Join(raw, "\n"))
 	}
 	cancel()
 	eventually(t, "the stream to unsubscribe after the client left", func() bool { return h.f.subscribers() == 0 })

@@ -155,7 +155,7 @@ var (
 	hello   = runner.Status{
 		Name: "hello", State: runner.StateHealthy, Generation: 3, Image: "xcore-examples/hello:latest",
 		ImageID: "sha256:abcdef0123456789", Snapshot: "9f3e", Container: "c0ffee", Endpoint: "127.0.0.1:49153",
-		StartedAt: started, Restarts: 1, LastExit: "container exited with code 2",
+		StartedAt: started, Took: 997 * time.Millisecond, Restarts: 1, LastExit: "container exited with code 2",
 	}
 	crashy = runner.Status{
 		Name: "crashy", State: runner.StateFailed, Generation: 5, Image: "xcore-examples/crashy:latest",

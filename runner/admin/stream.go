@@ -162,7 +162,7 @@ func (s *server) events(w http.ResponseWriter, r *http.Request) {
 			if !ok {
 				return
 			}
-			b, err := json.Marshal(ev)
+			b, err := json.Marshal(NewEvent(ev))
 			if err != nil {
 				s.log.Warn("admin: encode event", "err", err)
 				continue

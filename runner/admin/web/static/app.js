@@ -36,8 +36,8 @@
       pad2(d.getHours()) + ":" + pad2(d.getMinutes()) + ":" + pad2(d.getSeconds());
   }
 
-  function seconds(ns) {
-    var ms = Math.round(ns / 1e6);
+  function seconds(ms) {
+    ms = Math.round(ms);
     return ms < 1000 ? ms + "ms" : (ms / 1000).toFixed(3).replace(/\.?0+$/, "") + "s";
   }
 
@@ -76,7 +76,7 @@
     set(scope, "last_exit", st.last_exit || "—");
     set(scope, "last_error", st.last_error || "", st.last_error || "");
     set(scope, "started_at", stamp(st.started_at));
-    set(scope, "took", st.took > 0 ? seconds(st.took) : "—");
+    set(scope, "took", st.took_ms > 0 ? seconds(st.took_ms) : "—");
   }
 
   function findScope(name) {
@@ -139,7 +139,7 @@
   function describe(ev) {
     switch (ev.type) {
       case "state": return ev.status ? ev.status.state + (ev.status.generation ? " (generation " + ev.status.generation + ")" : "") : "";
-      case "replaced": return (ev.reason || "") + " in " + (ev.duration / 1e9).toFixed(1) + "s";
+      case "replaced": return (ev.reason || "") + " in " + ((ev.duration_ms || 0) / 1e3).toFixed(1) + "s";
       case "replacing": case "crash": return ev.reason || "";
       case "restart": return "started again after a crash";
       default: return ev.message || ev.reason || "";
