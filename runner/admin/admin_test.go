@@ -96,7 +96,7 @@ func TestPluginsJSONShape(t *testing.T) {
 	if len(list) != 2 || list[0]["name"] != "crashy" || list[1]["name"] != "hello" {
 		t.Fatalf("plugins = %v", list)
 	}
-	wantKeys := []string{"adopted", "container", "endpoint", "generation", "image", "image_id", "last_change", "last_error", "last_exit", "name", "restarts", "snapshot", "started_at", "state", "took_ms"}
+	wantKeys := []string{"adopted", "container", "endpoint", "generation", "image", "image_id", "instances", "last_change", "last_error", "last_exit", "name", "ready", "replicas", "restarts", "snapshot", "started_at", "state", "took_ms"}
 	var keys []string
 	for k := range list[1] {
 		keys = append(keys, k)
