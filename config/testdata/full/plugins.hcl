@@ -10,6 +10,7 @@ runner {
   keep_on_exit     = true
   trusted_proxies  = ["127.0.0.1/32", "10.0.0.0/8", "fd00::/8"]
   start_concurrency = 3
+  protect_host     = false
 }
 
 service "kv" {
@@ -46,6 +47,7 @@ plugin "hello" {
     drain_timeout   = "1m"
     max_concurrent  = 64
     max_body        = "1MB"
+    egress          = "none" # with network = "none": the same promise, accepted
 
     restart {
       policy      = "always"
