@@ -35,12 +35,15 @@ func TestHostProtection(t *testing.T) {
 
 	// Without rules: the hole the issue is about.
 	tp.reachable(tp.c1, ap(tp.gw4, service), "no rules: host service through the gateway")
+	linkLocal := netip.AddrPortFrom(netip.MustParseAddr("fe80::213:1%eth0"), uint16(service6))
+	tp.reachable(tp.c1, linkLocal, "no rules: host service at the gateway's link-local address")
 
 	g := tp.install(tp.config("t1", sidecar))
 	table := TableName("t1")
 	tp.blocked(tp.c1, ap(tp.gw4, service), table, "host service through the gateway")
 	tp.blocked(tp.c1, ap(tp.hostOther, service), table, "host service on another host address")
 	tp.blocked(tp.c1, ap(tp.gw6, service6), table, "host service over IPv6")
+	tp.blocked(tp.c1, linkLocal, table, "host service at the gateway's link-local address")
 	tp.blocked(tp.c2, ap(tp.gw4, service), table, "host service from a second container")
 	tp.reachable(tp.c1, ap(tp.gw4, sidecar), "sidecar")
 	tp.reachable(tp.c1, ap(tp.gw6, sidecar), "sidecar over IPv6")

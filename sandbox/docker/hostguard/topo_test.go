@@ -90,6 +90,7 @@ func newTopo(t *testing.T) *topo {
 	tp.ip("-n", h, "link", "add", "br0", "type", "bridge")
 	tp.ip("-n", h, "addr", "add", "10.213.0.1/24", "dev", "br0")
 	tp.ip("-n", h, "addr", "add", "fd00:213::1/64", "dev", "br0", "nodad")
+	tp.ip("-n", h, "addr", "add", "fe80::213:1/64", "dev", "br0", "nodad") // a link-local no subnet lists
 	tp.ip("-n", h, "link", "set", "br0", "up")
 	tp.sysctl(h, "net/ipv4/ip_forward", "1")
 	tp.sysctl(h, "net/ipv6/conf/all/forwarding", "1")
