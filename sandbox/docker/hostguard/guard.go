@@ -120,6 +120,9 @@ func Install(ctx context.Context, cfg Config, opts ...Option) (*Guard, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	o := newOptions(opts)
 	ok, err := linkExists(o, cfg.Network.Bridge)
 	if err != nil {
@@ -131,18 +134,22 @@ func Install(ctx context.Context, cfg Config, opts ...Option) (*Guard, error) {
 				"(Docker Desktop's VM, rootless Docker's namespace or a remote engine)", cfg.Network.Bridge)}
 	}
 
+	initial := cfg.Egress
+	cfg.Egress = nil // the Guard keeps its own state, not the caller's map
 	g := &Guard{cfg: cfg, opts: o, table: table(cfg.RunnerID), egress: map[netip.Addr]egressElems{}}
 	g.sets = newSets(g.table)
-	var initial []egressElems
-	for addr, e := range cfg.Egress {
+	for addr, e := range initial {
 		el, err := elemsFor(addr.Unmap(), e)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("egress for %s: %w", addr, err)
 		}
 		if el.restrict {
-			initial = append(initial, el)
-			g.egress[el.addr] = el
+			g.egress[el.addr] = el // keyed unmapped: ::ffff:a.b.c.d and a.b.c.d are one
 		}
+	}
+	elems := make([]egressElems, 0, len(g.egress))
+	for _, el := range g.egress {
+		elems = append(elems, el)
 	}
 
 	c, err := o.conn(ctx)
@@ -153,7 +160,7 @@ func Install(ctx context.Context, cfg Config, opts ...Option) (*Guard, error) {
 	// applies the batch as one, so packets see the old table or the new one.
 	c.AddTable(g.table)
 	c.DelTable(g.table)
-	if err := writeTable(c, g.table, g.sets, cfg, initial); err != nil {
+	if err := writeTable(c, g.table, g.sets, cfg, elems); err != nil {
 		return nil, err
 	}
 	if err := c.Flush(); err != nil {

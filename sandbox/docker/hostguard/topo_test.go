@@ -9,8 +9,12 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"regexp"
+	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -60,11 +64,34 @@ func needRoot(t *testing.T) {
 	}
 }
 
-var nsSeq atomic.Int64
+var (
+	nsSeq   atomic.Int64
+	swept   sync.Once
+	nsOfPID = regexp.MustCompile(`^xhg(\d+)-\d+-`)
+)
+
+// sweep deletes the namespaces a killed test run left (its t.Cleanup never ran): ours by
+// name, xhg<pid>-..., and only where that pid is gone.
+func sweep(t *testing.T) {
+	entries, _ := os.ReadDir("/var/run/netns")
+	for _, e := range entries {
+		m := nsOfPID.FindStringSubmatch(e.Name())
+		if m == nil {
+			continue
+		}
+		if pid, _ := strconv.Atoi(m[1]); pid == os.Getpid() || syscall.Kill(pid, 0) == nil {
+			continue
+		}
+		if out, err := exec.Command("ip", "netns", "del", e.Name()).CombinedOutput(); err != nil {
+			t.Logf("remove stale namespace %s: %v: %s", e.Name(), err, out)
+		}
+	}
+}
 
 func newTopo(t *testing.T) *topo {
 	t.Helper()
 	needRoot(t)
+	swept.Do(func() { sweep(t) })
 	prefix := fmt.Sprintf("xhg%d-%d", os.Getpid(), nsSeq.Add(1))
 	tp := &topo{
 		t:         t,
