@@ -39,6 +39,14 @@ func FuzzLoad(f *testing.F) {
   }
 }`)
 	f.Add(`runner { trusted_proxies = ["10.0.0.0/8", "::1/128"] }`)
+	f.Add(`runner { protect_host = false }`)
+	f.Add(`plugin "p" {
+  image = "p:latest"
+  port = 8080
+  supervisor {
+    egress = ["10.0.0.0/8", "fd00::/8"]
+  }
+}`)
 	f.Add(`service "q" {
   url = "http://127.0.0.1:9/"
   headers = { Authorization = "Bearer ${trimspace("x")}" }
@@ -154,6 +162,15 @@ func checkConfig(t *testing.T, cfg *config.Config) {
 			t.Fatalf("plugin %q: health path %q", name, s.Health.Path)
 		case s.Health.Interval <= 0 || s.Health.Timeout <= 0 || s.Health.Failures < 1:
 			t.Fatalf("plugin %q: health %+v", name, s.Health)
+		case !s.Egress.Restrict && len(s.Egress.Allow) > 0:
+			t.Fatalf("plugin %q: egress all with a list %v", name, s.Egress.Allow)
+		case s.Network == config.NetworkNone && len(s.Egress.Allow) > 0:
+			t.Fatalf("plugin %q: network none with egress %s", name, s.Egress)
+		}
+		for _, p := range s.Egress.Allow {
+			if !p.IsValid() || p.Masked() != p {
+				t.Fatalf("plugin %q: egress prefix %v is not a masked prefix", name, p)
+			}
 		}
 		for k, v := range p.Env {
 			if k == "" || strings.ContainsAny(k, "=\x00") || strings.ContainsRune(v, 0) || k == "PORT" || strings.HasPrefix(k, "XCORE_") {

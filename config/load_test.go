@@ -93,18 +93,33 @@ func TestLoadFull(t *testing.T) {
 	const root = "testdata/full/plugins.hcl"
 	cfg, warnings := loadWarnings(t, root)
 	dir := abs(t, "testdata/full")
-	// user = "0:0" with allow_root = true: allowed, with a warning at the value.
-	if len(warnings) != 1 || warnings[0].Severity != hcl.DiagWarning || warnings[0].Summary != "Plugin runs as root" ||
-		warnings[0].Subject == nil || warnings[0].Subject.Start.Line != 40 || warnings[0].Subject.Start.Column != 23 {
-		t.Errorf("warnings = %v, want one \"Plugin runs as root\" at %s:40:23", warnings, root)
+	// protect_host = false and user = "0:0" with allow_root = true: allowed, each with a
+	// warning at the value.
+	wantWarnings := []struct {
+		summary   string
+		line, col int
+	}{{"Host protection off", 13, 22}, {"Plugin runs as root", 41, 23}}
+	if len(warnings) != len(wantWarnings) {
+		t.Errorf("warnings = %v, want %v", warnings, wantWarnings)
+	}
+	for i, w := range wantWarnings {
+		if i < len(warnings) && (warnings[i].Severity != hcl.DiagWarning || warnings[i].Summary != w.summary ||
+			warnings[i].Subject == nil || warnings[i].Subject.Start.Line != w.line || warnings[i].Subject.Start.Column != w.col) {
+			t.Errorf("warning %d = %v, want %q at %s:%d:%d", i, warnings[i], w.summary, root, w.line, w.col)
+		}
 	}
 
-	checkDefRange(t, "service kv", &cfg.Services["kv"].DefRange, root, 15)
-	checkDefRange(t, "service billing", &cfg.Services["billing"].DefRange, root, 19)
+	checkDefRange(t, "service kv", &cfg.Services["kv"].DefRange, root, 16)
+	checkDefRange(t, "service billing", &cfg.Services["billing"].DefRange, root, 20)
 	checkDefRange(t, "service settings", &cfg.Services["settings"].DefRange, "testdata/full/drop/10-settings.hcl", 1)
-	checkDefRange(t, "plugin hello", &cfg.Plugins["hello"].DefRange, root, 27)
+	checkDefRange(t, "plugin hello", &cfg.Plugins["hello"].DefRange, root, 28)
 	checkDefRange(t, "plugin builder", &cfg.Plugins["builder"].DefRange, "testdata/full/drop/20-builder.hcl", 1)
 
+	builderSup := defaultSupervisor()
+	builderSup.Egress = config.Egress{Restrict: true, Allow: []netip.Prefix{
+		netip.MustParsePrefix("10.0.0.0/8"),
+		netip.MustParsePrefix("fd00::/8"),
+	}}
 	want := &config.Config{
 		Runner: config.Runner{
 			Listen:         "127.0.0.1:9080",
@@ -121,6 +136,7 @@ func TestLoadFull(t *testing.T) {
 				netip.MustParsePrefix("fd00::/8"),
 			},
 			StartConcurrency: 3,
+			ProtectHost:      false,
 		},
 		Services: map[string]*config.Service{
 			"kv": {Name: "kv", Builtin: "kv"},
@@ -151,6 +167,7 @@ func TestLoadFull(t *testing.T) {
 					User:           "0:0",
 					AllowRoot:      true,
 					Runtime:        "runsc",
+					Egress:         config.Egress{Restrict: true},
 					StartTimeout:   15 * time.Second,
 					RequestTimeout: 20 * time.Second,
 					StopTimeout:    5 * time.Second,
@@ -177,7 +194,7 @@ func TestLoadFull(t *testing.T) {
 				Name:       "builder",
 				Build:      filepath.Join(dir, "examples/builder"),
 				Port:       3000,
-				Supervisor: defaultSupervisor(),
+				Supervisor: builderSup,
 			},
 		},
 		Files: []string{
@@ -221,6 +238,7 @@ func TestLoadDefaults(t *testing.T) {
 			Reach:          config.ReachPublished,
 
 			StartConcurrency: 8,
+			ProtectHost:      true,
 		},
 		Services: map[string]*config.Service{},
 		Plugins: map[string]*config.Plugin{
@@ -397,6 +415,16 @@ func TestLoadInvalid(t *testing.T) {
 		{name: "bad duration", path: "bad_duration.hcl", line: 5, summary: "Invalid stop_timeout", detail: `"5 minutes" is not a duration`},
 		{name: "zero duration", path: "zero_duration.hcl", line: 5, summary: "Invalid drain_timeout", detail: "greater than zero"},
 		{name: "bad network", path: "bad_network.hcl", line: 5, summary: "Invalid network", detail: `use "bridge" or "none"`},
+		{name: "egress neither all nor none", path: "egress_bad_string.hcl", line: 5, summary: "Invalid egress",
+			detail: `got "some"; use "all", "none" or a list of CIDR prefixes`},
+		{name: "egress CIDR not in a list", path: "egress_cidr_string.hcl", line: 5, summary: "Invalid egress",
+			detail: `a CIDR prefix goes in a list: egress = ["10.0.0.0/8"]`},
+		{name: "egress prefix with host bits", path: "egress_bad_cidr.hcl", line: 7, summary: "Invalid egress",
+			detail: `"10.1.2.3/8" has bits set beyond its /8; use "10.0.0.0/8"`},
+		{name: "egress list without a network", path: "egress_network_none.hcl", line: 6, summary: "Invalid egress",
+			detail: `no effect with network = "none"`},
+		{name: "protect_host not a bool", path: "bad_protect_host.hcl", line: 3, summary: "Invalid protect_host",
+			detail: "must be true or false"},
 		{name: "root user without allow_root", path: "root_user.hcl", line: 5, summary: "Root user not allowed", detail: "allow_root = true"},
 		{name: "uid 0 without allow_root", path: "root_uid.hcl", line: 5, summary: "Root user not allowed"},
 		{name: "empty user", path: "empty_user.hcl", line: 5, summary: "Invalid user"},

@@ -34,6 +34,7 @@ var runnerSchema = &hcl.BodySchema{
 		{Name: "keep_on_exit"},
 		{Name: "trusted_proxies"},
 		{Name: "start_concurrency"},
+		{Name: "protect_host"},
 	},
 }
 
@@ -51,6 +52,7 @@ func defaultRunner(rootDir string) Runner {
 		KeepOnExit:     false,
 
 		StartConcurrency: defaultStartConcurrency,
+		ProtectHost:      true,
 	}
 }
 
@@ -91,18 +93,36 @@ func (l *loader) decodeRunner(b *hcl.Block) (r Runner, pluginsDir string, plugin
 	l.boolean(attrs, "keep_on_exit", &r.KeepOnExit)
 	l.trustedProxies(attrs, &r.TrustedProxies)
 	integer(&l.decoder, attrs, "start_concurrency", &r.StartConcurrency, 1, 256)
+	if a := l.boolean(attrs, "protect_host", &r.ProtectHost); a != nil && !r.ProtectHost {
+		// Allowed, but never silently: `runner up` and `runner validate` print it.
+		l.diags = append(l.diags, &hcl.Diagnostic{
+			Severity: hcl.DiagWarning,
+			Summary:  "Host protection off",
+			Detail: "protect_host = false: plugins on the runner network can reach every service of the host " +
+				"that listens on 0.0.0.0 or another address of the host, not just the runner's sidecar",
+			Subject: a.Expr.Range().Ptr(),
+		})
+	}
 	return r, pluginsDir, pluginsDirRange
 }
 
-// trustedProxies decodes a list of CIDR prefixes ("10.0.0.0/8", "::1/128"). A prefix
-// with host bits set ("10.0.0.1/8") is an error rather than silently widened or
-// narrowed: what is trusted must be what the operator meant.
+// trustedProxies decodes a list of CIDR prefixes ("10.0.0.0/8", "::1/128").
 func (l *loader) trustedProxies(attrs hcl.Attributes, dst *[]netip.Prefix) {
 	var raw []string
 	a := l.strList(attrs, "trusted_proxies", &raw)
 	if a == nil {
 		return
 	}
+	if out, ok := l.prefixes(a, raw); ok {
+		*dst = out
+	}
+}
+
+// prefixes parses the CIDR prefixes of list attribute a, one error per bad element at
+// that element. A prefix with host bits set ("10.0.0.1/8") is an error rather than
+// silently widened or narrowed: what is trusted or allowed must be what the operator
+// meant.
+func (l *loader) prefixes(a *hcl.Attribute, raw []string) ([]netip.Prefix, bool) {
 	var out []netip.Prefix
 	ok := true
 	for i, s := range raw {
@@ -113,20 +133,18 @@ func (l *loader) trustedProxies(attrs hcl.Attributes, dst *[]netip.Prefix) {
 			if addr, aerr := netip.ParseAddr(s); aerr == nil {
 				hint = strconv.Quote(netip.PrefixFrom(addr, addr.BitLen()).String()) + " for this one address"
 			}
-			l.errorf(elemRange(a.Expr, i), "Invalid trusted_proxies",
+			l.errorf(elemRange(a.Expr, i), "Invalid "+a.Name,
 				"%q is not a CIDR prefix; use %s", s, hint)
 			ok = false
 		case p.Masked() != p:
-			l.errorf(elemRange(a.Expr, i), "Invalid trusted_proxies",
+			l.errorf(elemRange(a.Expr, i), "Invalid "+a.Name,
 				"%q has bits set beyond its /%d; use %q", s, p.Bits(), p.Masked().String())
 			ok = false
 		default:
 			out = append(out, p)
 		}
 	}
-	if ok {
-		*dst = out
-	}
+	return out, ok
 }
 
 // address decodes a host:port listen address; port 0 (ephemeral) is allowed.

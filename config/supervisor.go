@@ -3,12 +3,14 @@ package config
 import (
 	"fmt"
 	"math"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/docker/go-units"
 	"github.com/hashicorp/hcl/v2"
+	"github.com/zclconf/go-cty/cty"
 )
 
 // MaxReplicas bounds supervisor { replicas }: instances of one plugin.
@@ -37,6 +39,7 @@ var supervisorSchema = &hcl.BodySchema{
 		{Name: "max_concurrent"},
 		{Name: "max_body"},
 		{Name: "replicas"},
+		{Name: "egress"},
 	},
 	Blocks: []hcl.BlockHeaderSchema{
 		{Type: blockRestart},
@@ -122,6 +125,17 @@ func (l *loader) decodeSupervisor(b *hcl.Block, plugin string, s *Supervisor) {
 	integer(&l.decoder, attrs, "max_concurrent", &s.MaxConcurrent, 1, math.MaxInt)
 	l.size(attrs, "max_body", &s.MaxBody, 1)
 	integer(&l.decoder, attrs, "replicas", &s.Replicas, 1, MaxReplicas)
+	if egress := l.egress(attrs, &s.Egress); egress != nil && s.Network == NetworkNone && s.Egress.String() != EgressNone {
+		// A plugin without a network reaches nothing: a list (or "all") would promise
+		// what cannot be. "none" says the same as network = "none" and is accepted.
+		written := s.Egress.String() // a list, quoted already
+		if len(s.Egress.Allow) == 0 {
+			written = strconv.Quote(written)
+		}
+		l.errorf(egress.Expr.Range(), "Invalid egress",
+			"egress = %s has no effect with network = \"none\": the plugin has no network at all; "+
+				"remove egress, or use network = \"bridge\"", written)
+	}
 
 	if user != nil && isRoot(s.User) {
 		if !s.AllowRoot {
@@ -145,6 +159,53 @@ func (l *loader) decodeSupervisor(b *hcl.Block, plugin string, s *Supervisor) {
 	if hb := l.single(content.Blocks.OfType(blockHealth)); hb != nil {
 		l.decodeHealth(hb, &s.Health)
 	}
+}
+
+// egressWant is what egress takes, for error details.
+const egressWant = `"all", "none" or a list of CIDR prefixes such as ["10.0.0.0/8"]`
+
+// egress decodes "all", "none" or a list of CIDR prefixes (an empty list is "none").
+func (l *loader) egress(attrs hcl.Attributes, dst *Egress) *hcl.Attribute {
+	a, ok := attrs["egress"]
+	if !ok {
+		return nil
+	}
+	val, diags := a.Expr.Value(l.ctx)
+	l.append(diags)
+	if diags.HasErrors() || !val.IsWhollyKnown() {
+		return nil
+	}
+	switch ty := val.Type(); {
+	case val.IsNull():
+		l.errorf(a.Expr.Range(), "Invalid egress", "must not be null; use %s", egressWant)
+	case ty == cty.String:
+		switch s := val.AsString(); s {
+		case EgressAll:
+			*dst = Egress{}
+			return a
+		case EgressNone:
+			*dst = Egress{Restrict: true}
+			return a
+		default:
+			if _, err := netip.ParsePrefix(s); err == nil {
+				l.errorf(a.Expr.Range(), "Invalid egress", "got %q; a CIDR prefix goes in a list: egress = [%q]", s, s)
+			} else {
+				l.errorf(a.Expr.Range(), "Invalid egress", "got %q; use %s", s, egressWant)
+			}
+		}
+	case ty.IsTupleType() || ty.IsListType():
+		var raw []string
+		if l.strList(attrs, "egress", &raw) == nil {
+			return nil
+		}
+		if allow, ok := l.prefixes(a, raw); ok {
+			*dst = Egress{Restrict: true, Allow: allow}
+			return a
+		}
+	default:
+		l.errorf(a.Expr.Range(), "Invalid egress", "must be %s", egressWant)
+	}
+	return nil
 }
 
 // isRoot reports whether a Docker user spec ("uid", "name", "uid:gid", "name:group") is root.

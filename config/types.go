@@ -5,6 +5,8 @@ package config
 
 import (
 	"net/netip"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/hcl/v2"
@@ -29,6 +31,12 @@ const (
 const (
 	NetworkBridge = "bridge"
 	NetworkNone   = "none"
+)
+
+// Egress values of a supervisor block; a list of CIDR prefixes is the third form.
+const (
+	EgressAll  = "all"
+	EgressNone = "none"
 )
 
 // Restart policies.
@@ -57,6 +65,9 @@ type Runner struct {
 	// StartConcurrency caps the plugin containers being created and started at once
 	// (default 8, 1..256). A plugin's start_timeout runs from when its turn comes.
 	StartConcurrency int
+	// ProtectHost (default true): plugins on the runner network reach the host only at
+	// the sidecar. false turns the runner's host rules off knowingly (with a warning).
+	ProtectHost bool
 }
 
 // Service is a service "name" {} block; exactly one of Builtin, URL or Env is its kind.
@@ -92,6 +103,10 @@ type Supervisor struct {
 	User      string
 	AllowRoot bool
 	Runtime   string // optional OCI runtime, e.g. "runsc"
+	// Egress is where a bridge plugin may send what the host forwards. Enforced by the
+	// runner's host rules per container address, not part of the container: it is not
+	// in the snapshot, and changing it applies without a replacement.
+	Egress Egress
 
 	StartTimeout   time.Duration
 	RequestTimeout time.Duration
@@ -105,6 +120,28 @@ type Supervisor struct {
 
 	Restart Restart
 	Health  Health
+}
+
+// Egress is supervisor.egress. The zero value is "all". Its fields match
+// hostguard.Egress, so the Docker backend converts with hostguard.Egress(sup.Egress).
+type Egress struct {
+	Restrict bool           // false: "all", every destination
+	Allow    []netip.Prefix // with Restrict: the only destinations; empty: "none"
+}
+
+// String is the setting as written: "all", "none" or the list.
+func (e Egress) String() string {
+	switch {
+	case !e.Restrict:
+		return EgressAll
+	case len(e.Allow) == 0:
+		return EgressNone
+	}
+	s := make([]string, len(e.Allow))
+	for i, p := range e.Allow {
+		s[i] = strconv.Quote(p.String())
+	}
+	return "[" + strings.Join(s, ", ") + "]"
 }
 
 // Restart is the restart {} block.

@@ -10,6 +10,7 @@ runner {
   keep_on_exit     = true
   trusted_proxies  = ["127.0.0.1/32", "10.0.0.0/8", "fd00::/8"]
   start_concurrency = 3
+  protect_host     = false
 }
 
 service "kv" {
@@ -47,6 +48,7 @@ plugin "hello" {
     max_concurrent  = 64
     max_body        = "1MB"
     replicas        = 3
+    egress          = "none" # with network = "none": the same promise, accepted
 
     restart {
       policy      = "always"

@@ -1,0 +1,10 @@
+plugin "p" {
+  image = "p:latest"
+  port  = 8080
+  supervisor {
+    egress = [
+      "10.0.0.0/8",
+      "10.1.2.3/8",
+    ]
+  }
+}

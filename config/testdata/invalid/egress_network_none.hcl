@@ -1,0 +1,8 @@
+plugin "p" {
+  image = "p:latest"
+  port  = 8080
+  supervisor {
+    network = "none"
+    egress  = ["10.0.0.0/8"]
+  }
+}
