@@ -58,7 +58,7 @@ func (s *supervisor) apply(ctx context.Context, w *work) {
 		s.budget = newRestartBudget(w.cfg.Supervisor.Restart)
 	}
 	s.want = w
-	if w.d.Err == nil && s.status.LastError != "" && s.failReason == "" && w.d.Hash != s.failedHash {
+	if w.d.Err == nil && s.failReason == "" && w.d.Hash != s.failedHash && s.snapshot().LastError != "" {
 		// A config that resolves again clears the error of the one that did not.
 		s.update(func(st *Status) { st.LastError = "" })
 	}
@@ -189,8 +189,8 @@ func (s *supervisor) promote() {
 	old, g := s.cur, s.next
 	s.cur, s.next = g, nil
 	s.failedHash, s.failReason = "", ""
-	s.refresh() // the route moves: the proxy retires the old instances
-	s.update(func(st *Status) {
+	// The route moves: the proxy retires the old instances.
+	s.refresh(func(st *Status) {
 		st.LastChange, st.LastError, st.StartedAt, st.Took, st.Adopted = g.reason, "", time.Now(), time.Since(g.begin), false
 	})
 	s.r.log.Info("new generation serving", "plugin", s.name, "from", old.num, "to", g.num, "after", time.Since(g.begin).Round(time.Millisecond))

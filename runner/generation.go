@@ -150,11 +150,15 @@ func (s *supervisor) notReadyReason() string {
 }
 
 // refresh derives the plugin's state from its generations and publishes it with the
-// route: the one place that turns slots into what clients and operators see.
-func (s *supervisor) refresh() {
+// route: the one place that turns slots into what clients and operators see. also
+// changes more of the status in the same update (one event, not two).
+func (s *supervisor) refresh(also ...func(*Status)) {
 	s.route()
 	g := s.cur
 	s.update(func(st *Status) {
+		for _, f := range also {
+			f(st)
+		}
 		st.Instances = nil
 		st.Ready, st.Replicas = 0, 0
 		switch {

@@ -244,12 +244,16 @@ func (s *supervisor) onStarted(ctx context.Context, g *generation, sl *slot, res
 	case g == s.next && g.allReady():
 		s.promote()
 	case g == s.cur:
-		s.update(func(st *Status) { st.Took, st.Adopted = time.Since(sl.began), false })
-		if st := s.snapshot(); st.StartedAt.IsZero() || st.Generation != g.num {
-			s.update(func(st *Status) { st.StartedAt = time.Now() })
-		}
+		took := time.Since(sl.began)
+		s.refresh(func(st *Status) {
+			st.Took, st.Adopted = took, false
+			if st.StartedAt.IsZero() || st.Generation != g.num {
+				st.StartedAt = time.Now()
+			}
+		})
+	default:
+		s.refresh()
 	}
-	s.refresh()
 }
 
 // takeOver applies the start-up plan: the running instances of a previous runner process
@@ -303,8 +307,7 @@ func (s *supervisor) onAdopted(g *generation, sl *slot, res result) {
 	inst := res.inst
 	sl.inst, sl.knownAt, sl.ready, sl.healthySince = &inst, time.Now(), true, time.Now()
 	s.r.log.Info("adopted running container", "plugin", s.name, "generation", g.num, "container", inst.Name)
-	s.update(func(st *Status) { st.Adopted, st.StartedAt = true, time.Now() })
-	s.refresh()
+	s.refresh(func(st *Status) { st.Adopted, st.StartedAt = true, time.Now() })
 }
 
 // The runner's side of the ops: engine calls with their own bounds, never on a loop.

@@ -171,20 +171,23 @@ func (f *fakeSandbox) Stop(context.Context, string, time.Duration) error { retur
 
 func (f *fakeSandbox) Remove(_ context.Context, id string) error {
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	if f.removeErrs > 0 {
 		f.removeErrs--
+		f.mu.Unlock()
 		return errors.New("injected: removal already in progress")
 	}
-	if fc, ok := f.ctrs[id]; ok && fc.srv != nil {
-		fc.srv.Close()
-	}
+	fc := f.ctrs[id]
 	delete(f.ctrs, id)
 	for i, l := range f.leftovers {
 		if l.ID == id {
 			f.leftovers = append(f.leftovers[:i], f.leftovers[i+1:]...)
 			break
 		}
+	}
+	f.mu.Unlock()
+	// Closed unlocked: Close waits for the handlers, which take f.mu.
+	if fc != nil && fc.srv != nil {
+		fc.srv.Close()
 	}
 	return nil
 }

@@ -92,7 +92,7 @@ func adminServer(t *testing.T, f *fakeRunner) (*httptest.Server, []string) {
 }
 
 var fakeStatuses = []runner.Status{
-	{Name: "hello", State: runner.StateHealthy, Generation: 12, Image: "xcore-examples/hello:latest", Container: "c1", StartedAt: time.Now().Add(-90 * time.Second), Took: 997 * time.Millisecond, Restarts: 2},
+	{Name: "hello", State: runner.StateHealthy, Generation: 12, Image: "xcore-examples/hello:latest", Container: "c1", StartedAt: time.Now().Add(-90 * time.Second), Took: 997 * time.Millisecond, Restarts: 2, Ready: 2, Replicas: 3},
 	{Name: "reports-long-name", State: runner.StateFailed, LastError: "image \"x\" not found\nlocally"},
 }
 
@@ -105,9 +105,9 @@ func TestPs(t *testing.T) {
 	}
 	lines := strings.Split(strings.TrimRight(out, "\n"), "\n")
 	want := []string{
-		"NAME               STATE    GEN  UPTIME  RESTARTS  IMAGE                        LAST ERROR",
-		"hello              healthy  12   1m30s   2         xcore-examples/hello:latest  ",
-		"reports-long-name  failed   -    -       0         -                            image \"x\" not found locally",
+		"NAME               STATE    READY  GEN  UPTIME  RESTARTS  IMAGE                        LAST ERROR",
+		"hello              healthy  2/3    12   1m30s   2         xcore-examples/hello:latest  ",
+		"reports-long-name  failed   -      -    -       0         -                            image \"x\" not found locally",
 	}
 	if !reflect.DeepEqual(lines, want) {
 		t.Errorf("ps:\n%s\nwant:\n%s", out, strings.Join(want, "\n"))
@@ -175,6 +175,14 @@ func TestReloadAndRestart(t *testing.T) {
 	code, _, errb := runCLI(t, append([]string{"reload"}, flags...)...)
 	if code != 1 || !strings.Contains(errb, "plugins.hcl:4,3-9") || !strings.Contains(errb, "nothing changed") {
 		t.Errorf("rejected reload: exit %d\n%s", code, errb)
+	}
+
+	// A plan whose change cannot be applied for a plugin: exit 1, naming it and why.
+	f.reload = runner.ReloadResult{Applied: true, Changes: true, Plan: "! hello: error (image \"team/greeter:nope\" not found locally: ...)\n",
+		Errors: []string{"hello: image \"team/greeter:nope\" not found locally: build it (docker build -t team/greeter:nope <dir>) or load it (docker load) first"}}
+	code, _, errb = runCLI(t, append([]string{"reload"}, flags...)...)
+	if code != 1 || !strings.Contains(errb, "cannot apply: hello: image \"team/greeter:nope\"") || strings.Contains(errb, "make images") {
+		t.Errorf("reload with a plugin error: exit %d\n%s", code, errb)
 	}
 
 	// Flags after the plugin name work too.

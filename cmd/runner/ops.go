@@ -50,7 +50,7 @@ func cmdPs(args []string, stdout, stderr io.Writer) error {
 
 func printPs(w io.Writer, list []runner.Status, now time.Time) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tSTATE\tGEN\tUPTIME\tRESTARTS\tIMAGE\tLAST ERROR")
+	fmt.Fprintln(tw, "NAME\tSTATE\tREADY\tGEN\tUPTIME\tRESTARTS\tIMAGE\tLAST ERROR")
 	for _, s := range list {
 		up := "-"
 		if d, ok := admin.Uptime(s, now); ok {
@@ -64,7 +64,11 @@ func printPs(w io.Writer, list []runner.Status, now time.Time) {
 		if image == "" {
 			image = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", s.Name, s.State, gen, up, s.Restarts, image, oneLine(s.LastError))
+		ready := "-"
+		if s.Replicas > 0 {
+			ready = fmt.Sprintf("%d/%d", s.Ready, s.Replicas)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", s.Name, s.State, ready, gen, up, s.Restarts, image, oneLine(s.LastError))
 	}
 	tw.Flush()
 }
@@ -114,6 +118,13 @@ func cmdReload(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stdout, "applying (follow with `runner events`)")
 	} else {
 		fmt.Fprintln(stdout, "no changes")
+	}
+	if len(res.Errors) > 0 {
+		// The rest applies; these plugins keep what runs (or stay failed) until fixed.
+		for _, e := range res.Errors {
+			fmt.Fprintln(stderr, "cannot apply:", e)
+		}
+		return errReported
 	}
 	return nil
 }
