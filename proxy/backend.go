@@ -45,11 +45,15 @@ func (p *Proxy) newBackend(name string, cfg Backend) *backend {
 	if cfg.MaxConcurrent > 0 {
 		idle = cfg.MaxConcurrent
 	}
+	maxHeader := cfg.MaxResponseHeader
+	if maxHeader <= 0 {
+		maxHeader = DefaultMaxResponseHeader
+	}
 	switch cfg.URL.Scheme {
 	case "unix":
 		// network = "none": HTTP over the plugin's unix socket.
 		b.scheme, b.host = "http", "localhost"
-		b.transport = newUpstream("unix", cfg.URL.Path, idle)
+		b.transport = newUpstream("unix", cfg.URL.Path, idle, maxHeader)
 	default:
 		b.scheme, b.host = cfg.URL.Scheme, cfg.URL.Host
 		b.basePath = strings.TrimSuffix(cfg.URL.EscapedPath(), "/")
@@ -57,8 +61,10 @@ func (p *Proxy) newBackend(name string, cfg Backend) *backend {
 		if cfg.URL.Port() == "" {
 			addr = net.JoinHostPort(cfg.URL.Hostname(), "80")
 		}
-		b.transport = newUpstream("tcp", addr, idle)
+		b.transport = newUpstream("tcp", addr, idle, maxHeader)
 	}
+
+	b.transport.noFast = p.noFast
 
 	b.rp = &httputil.ReverseProxy{
 		Rewrite:   b.rewrite,
@@ -195,8 +201,12 @@ func stripHopByHop(h http.Header) {
 // request timeout from a stream that has answered.
 func (b *backend) modifyResponse(res *http.Response) error {
 	if res.StatusCode == http.StatusSwitchingProtocols &&
-		!strings.EqualFold(strings.TrimSpace(res.Header.Get("Upgrade")), "websocket") {
-		return errBadUpgrade // only WebSocket upgrades pass; ErrorHandler → 502
+		(res.Request.Header.Get("Upgrade") == "" ||
+			!strings.EqualFold(strings.TrimSpace(res.Header.Get("Upgrade")), "websocket")) {
+		// Only WebSocket upgrades the client asked for pass; ErrorHandler → 502. The
+		// error also makes ReverseProxy close the body, i.e. the connection: for an
+		// upgrade nobody asked for, its own check answers 502 and leaves it open.
+		return errBadUpgrade
 	}
 	res.Header.Del(headerError)
 	res.Header.Del(headerRequestID) // ours is already on the response

@@ -44,6 +44,14 @@ func BenchmarkProxyHandler(b *testing.B) {
 	benchHandler(b, New(Options{}))
 }
 
+// BenchmarkProxyHandlerTransport is BenchmarkProxyHandler with every request
+// through http.Transport (no fast path): the other design of issue 18, side by side.
+func BenchmarkProxyHandlerTransport(b *testing.B) {
+	p := New(Options{})
+	p.noFast = true
+	benchHandler(b, p)
+}
+
 // BenchmarkProxyHandlerObserved is BenchmarkProxyHandler with an Observer, as
 // the runner always has one (its metrics).
 func BenchmarkProxyHandlerObserved(b *testing.B) {

@@ -57,6 +57,7 @@ func (e *upstreamError) Unwrap() []error {
 // request's: its cause tells a request_timeout from a client that went away.
 func classify(ctx context.Context, err error) error {
 	var tooLarge *http.MaxBytesError
+	var headerLimit *headerLimitError
 	switch {
 	case errors.Is(context.Cause(ctx), errRequestTimeout):
 		return errTimeout
@@ -64,6 +65,8 @@ func classify(ctx context.Context, err error) error {
 		return errClientGone
 	case stateOf(ctx).tooLarge.Load() || errors.As(err, &tooLarge):
 		return errBodyTooLarge
+	case errors.As(err, &headerLimit):
+		return headerLimit // 502, with a detail the plugin's team can act on
 	default:
 		return &upstreamError{err: err}
 	}

@@ -48,6 +48,10 @@ type Backend struct {
 	MaxConcurrent int
 	// MaxBody caps the request body in bytes (0 = unlimited); beyond it → 413.
 	MaxBody int64
+	// MaxResponseHeader caps the bytes of a plugin's response headers, 1xx answers
+	// included, on every path (0 = DefaultMaxResponseHeader, 1 MiB); beyond it the
+	// client gets 502 naming the limit and the connection to the plugin is closed.
+	MaxResponseHeader int64
 }
 
 // Options configures a Proxy.
@@ -83,6 +87,8 @@ type Proxy struct {
 	// live holds every backend per plugin that may still have requests in
 	// flight: the current one and the retired ones still draining.
 	live map[string][]*backend
+
+	noFast bool // every request through http.Transport (tests and benchmarks compare the paths)
 }
 
 // table is the immutable route table: never modified once published.

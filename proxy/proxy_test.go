@@ -379,6 +379,7 @@ func TestStatusOf(t *testing.T) {
 		{errTimeout, 504},
 		{errClientGone, 499},
 		{&upstreamError{err: io.EOF}, 502},
+		{&headerLimitError{limit: 1 << 20}, 502},
 		{errors.New("anything else"), 502},
 	}
 	for _, tt := range tests {

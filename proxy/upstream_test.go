@@ -145,7 +145,7 @@ func TestFastPathBoundsResponseHeaders(t *testing.T) {
 		}
 		io.WriteString(c, "HTTP/1.1 200 OK\r\n")
 		line := "X-Filler: " + strings.Repeat("a", 1000) + "\r\n"
-		for range maxResponseHeaderBytes/len(line) + 10 {
+		for range DefaultMaxResponseHeader/len(line) + 10 {
 			if _, err := io.WriteString(c, line); err != nil {
 				return
 			}
