@@ -35,14 +35,22 @@ var (
 	errRequestTimeout = errors.New("request_timeout exceeded") // context cause
 )
 
-// notReadyError is a known plugin without a ready backend.
-type notReadyError struct{ reason string }
+// notReadyError is a known plugin without a ready backend; failed: one that will
+// not be ready until its config changes.
+type notReadyError struct {
+	reason string
+	failed bool
+}
 
 func (e *notReadyError) Error() string {
-	if e.reason == "" {
-		return "plugin not ready"
+	what := "plugin not ready"
+	if e.failed {
+		what = "plugin failed"
 	}
-	return "plugin not ready: " + e.reason
+	if e.reason == "" {
+		return what
+	}
+	return what + ": " + e.reason
 }
 
 // upstreamError wraps what the transport said; only the log sees it.
@@ -158,7 +166,7 @@ func (p *Proxy) fail(w http.ResponseWriter, r *http.Request, st *reqState, err e
 		st.body.expire()
 		h.Set("Connection", "close")
 	}
-	if status == http.StatusServiceUnavailable {
+	if nr := (*notReadyError)(nil); status == http.StatusServiceUnavailable && !(errors.As(err, &nr) && nr.failed) {
 		h.Set("Retry-After", "1")
 	}
 	w.WriteHeader(status)

@@ -98,6 +98,7 @@ type table map[string]*route
 type route struct {
 	backend *backend // nil: known but not ready
 	reason  string
+	failed  bool // not ready until its config changes: no Retry-After
 }
 
 // New returns an empty Proxy: every plugin is unknown (404) until set.
@@ -165,7 +166,7 @@ func (p *Proxy) servePlugin(w http.ResponseWriter, r *http.Request, st *reqState
 			p.fail(w, r, st, errUnknownPlugin)
 			return
 		case rt.backend == nil:
-			p.fail(w, r, st, &notReadyError{reason: rt.reason})
+			p.fail(w, r, st, &notReadyError{reason: rt.reason, failed: rt.failed})
 			return
 		}
 		if rt.backend.cfg.MaxBody > 0 && r.ContentLength > rt.backend.cfg.MaxBody {
@@ -289,6 +290,15 @@ func (p *Proxy) SetReady(name string, b Backend) {
 // Retry-After and reason (e.g. "starting", "image xyz not found") in the detail.
 func (p *Proxy) SetNotReady(name, reason string) {
 	p.swap(name, &route{reason: reason}, nil)
+}
+
+// SetFailed makes name known but failed: it will not serve until its config
+// changes (restart attempts exhausted, an image that cannot be found), so its
+// requests get 503 with reason (e.g. "crashed 5 times in 5m0s: exit code 2") in the
+// detail and no Retry-After: a client told to retry in a second would only hammer
+// the runner.
+func (p *Proxy) SetFailed(name, reason string) {
+	p.swap(name, &route{reason: reason, failed: true}, nil)
 }
 
 // Remove forgets name: its next requests get 404. Requests in flight finish.
