@@ -99,6 +99,9 @@ type Supervisor struct {
 	DrainTimeout   time.Duration
 	MaxConcurrent  int
 	MaxBody        int64 // bytes
+	// MaxResponseHeader bounds the plugin's response headers in bytes (runner-side,
+	// not in the snapshot): above it the client gets 502.
+	MaxResponseHeader int64
 
 	Restart Restart
 	Health  Health

@@ -46,6 +46,7 @@ plugin "hello" {
     drain_timeout   = "1m"
     max_concurrent  = 64
     max_body        = "1MB"
+    max_response_header = "64KiB"
 
     restart {
       policy      = "always"
