@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"syscall"
@@ -101,4 +102,36 @@ func cpuTime(b *testing.B) time.Duration {
 		b.Fatal(err)
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkIdleCheck is the fast path's price for never reading unsolicited bytes as
+// an answer (issue 18): the non-blocking peek at an idle connection, once per request.
+func BenchmarkIdleCheck(b *testing.B) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			accepted <- c
+		}
+	}()
+	nc, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer nc.Close()
+	defer (<-accepted).Close()
+	c := &upConn{Conn: nc}
+	c.initIdleCheck()
+	b.ReportAllocs()
+	defer reportCPU(b)()
+	for b.Loop() {
+		if !c.quiet() {
+			b.Fatal("an idle connection with nothing on it is not quiet")
+		}
+	}
 }
