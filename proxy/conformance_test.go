@@ -48,17 +48,20 @@ func getBody(t testing.TB, h *harness, path string) (int, string) {
 func TestUnsolicitedBytesNeverAnswerAnotherRequest(t *testing.T) {
 	t.Parallel()
 	cases := []struct {
-		name string
-		// writes answer GET /poison; with idle, the last one waits until the client
-		// has the answer, so that it reaches a connection idle in the proxy's pool.
+		name   string
+		method string // of the request to /poison; GET when ""
+		// writes answer /poison; with idle, the last one waits until the client has
+		// the answer, so that it reaches a connection idle in the proxy's pool.
 		writes []string
 		idle   bool
 	}{
-		{"second answer in the same write", []string{ok("/poison") + smuggled}, false},
-		{"body longer than its Content-Length", []string{"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n/poison and more"}, false},
-		{"second answer in its own write", []string{ok("/poison"), smuggled}, false},
-		{"second answer while idle", []string{ok("/poison"), smuggled}, true},
-		{"more body while idle", []string{ok("/poison"), "and more"}, true},
+		{"second answer in the same write", "", []string{ok("/poison") + smuggled}, false},
+		{"body longer than its Content-Length", "", []string{"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n/poison and more"}, false},
+		{"second answer in its own write", "", []string{ok("/poison"), smuggled}, false},
+		{"second answer while idle", "", []string{ok("/poison"), smuggled}, true},
+		{"more body while idle", "", []string{ok("/poison"), "and more"}, true},
+		{"HEAD answered with a body", http.MethodHead, []string{ok("/poison")}, false},
+		{"204 with a body", "", []string{"HTTP/1.1 204 No Content\r\nContent-Length: 7\r\n\r\n/poison"}, false},
 	}
 	for _, path := range upstreamPaths {
 		for _, tc := range cases {
@@ -84,8 +87,19 @@ func TestUnsolicitedBytesNeverAnswerAnotherRequest(t *testing.T) {
 				}))
 				h := rawHarness(t, path.noFast, plugin.addr)
 
-				if code, body := getBody(t, h, "/plugins/raw/poison"); code != 200 || body != "/poison" {
-					t.Fatalf("GET /poison: %d %q", code, body)
+				method, wantCode, wantBody := tc.method, 200, "/poison"
+				if method == "" {
+					method = http.MethodGet
+				}
+				if method == http.MethodHead {
+					wantBody = ""
+				}
+				if strings.Contains(tc.writes[0], " 204 ") {
+					wantCode, wantBody = 204, ""
+				}
+				res := h.do(t, method, "/plugins/raw/poison", nil, nil)
+				if body, err := io.ReadAll(res.Body); res.StatusCode != wantCode || string(body) != wantBody || err != nil {
+					t.Fatalf("%s /poison: %d %q %v, want %d %q", method, res.StatusCode, body, err, wantCode, wantBody)
 				}
 				close(answered)
 				c := recv(t, written, "the plugin's writes")
