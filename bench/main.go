@@ -3,8 +3,11 @@
 //
 //  1. Proxy throughput and latency (throughput.go): wrk -t2 -c32 -d5s --latency, keep-alive,
 //     to the hello plugin directly (published port, or container IP:8080), through the
-//     runner, and through an nginx of our own with upstream keepalive; in both reach modes;
-//     a 14-byte GET, a ~1 KiB GET and a 1 MiB POST echoed back. Then a streaming (SSE)
+//     runner, through an nginx of our own with upstream keepalive, and through a stock
+//     httputil.ReverseProxy (reverseproxy.go: this program again); with -baseline REV,
+//     also through the runner built at REV (baseline.go); in both reach modes; a 14-byte
+//     GET, a ~1 KiB GET and a 1 MiB POST echoed back; with the CPU time each proxy
+//     process used per request (/proc/<pid>/stat). Then a streaming (SSE)
 //     response's time-to-first-byte (sse.go): 200 sequential GET /events (3 events, 5 ms
 //     apart) per target on one keep-alive connection.
 //  2. Replacement under load (replace.go, load.go, contenders.go): 8 clients while the
@@ -67,6 +70,9 @@ type env struct {
 	loadFor    time.Duration // per wrk run
 	rss        *rssTable
 	root       string // module root (for the profile)
+	// baseline is the runner built at -baseline's revision (section 1 measures it next
+	// to bin), named baselineName; "" without -baseline.
+	baseline, baselineName string
 }
 
 // section is one part of the document. run returns its markdown; with an error, what it
@@ -80,6 +86,9 @@ type section struct {
 func main() {
 	if os.Getenv(guardEnv) == "1" {
 		os.Exit(guard(os.Args[1:]))
+	}
+	if spec := os.Getenv(reverseProxyEnv); spec != "" {
+		os.Exit(reverseProxyMain(spec))
 	}
 	os.Exit(run())
 }
@@ -105,6 +114,8 @@ func run() int {
 		return nil
 	})
 	flag.IntVar(&scaleSize, "scale", scaleSize, "plugin `count` of the many-plugins section (2…500)")
+	baseline := flag.String("baseline", "", "also measure, in section 1, the runner built at this git `revision` (e.g. main, HEAD~3): "+
+		"the CPU per request of a change side by side with what it replaces")
 	only := flag.String("only", "", "comma-separated `sections` to run (proxy,replace,config,cold,scale,profile); default all")
 	flag.Parse()
 	if scaleSize < 2 || scaleSize > 500 {
@@ -146,6 +157,11 @@ func run() int {
 	if e.root, err = moduleRoot(); err != nil {
 		return fail(err)
 	}
+	if *baseline != "" {
+		if e.baseline, e.baselineName, err = buildBaseline(ctx, e.root, *baseline); err != nil {
+			return fail(err)
+		}
+	}
 	begin := time.Now()
 	loadAvg := loadAverage()
 
@@ -155,7 +171,7 @@ func run() int {
 	// next ones, and a slow host loses the end of the run, not every section's end.
 	sections := []section{
 		{"profile", "Where proxy time goes", budget(time.Minute), profileSection},
-		{"proxy", "1. Proxy throughput and latency", budget(170 * time.Second), proxySection},
+		{"proxy", "1. Proxy throughput and latency", budget(proxyBudget(*baseline != "")), proxySection},
 		{"replace", "2. Replacement under load", budget(75 * time.Second), replaceSection},
 		{"config", "3. Config save → new generation serving", budget(90 * time.Second), configSection},
 		{"cold", "4. Cold start", budget(220 * time.Second), coldSection},

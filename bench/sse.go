@@ -122,8 +122,7 @@ func renderSSE(rows []sseRow, t *tools) string {
 				vsNginx = ratio(float64(r.res.p50), float64(n.res.p50)) + "×"
 			}
 		}
-		target := map[string]string{"direct": "direct", "runner": "**runner**", "nginx": "nginx"}[r.target]
-		fmt.Fprintf(&b, "| %s | %s | %d | %s | %s | %s | %s | %s | %s |\n", r.mode, target, r.res.requests,
+		fmt.Fprintf(&b, "| %s | %s | %d | %s | %s | %s | %s | %s | %s |\n", r.mode, targetLabel(r.target), r.res.requests,
 			ms(r.res.p50), ms(r.res.p99), ms(r.res.max), ms(r.res.whole), vsDirect, vsNginx)
 		if r.target == "runner" && t.nginx == "" {
 			fmt.Fprintf(&b, "| %s | nginx | skipped: %s | | | | | | |\n", r.mode, t.nginxSkip)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -31,6 +32,40 @@ type proxyRow struct {
 	mode, request, target string
 	answer                int // bytes of the check request's answer
 	res                   *loadResult
+	cpu                   time.Duration // the proxy's CPU time per request; 0: not measured (direct)
+}
+
+// proxyBudget is section 1's time budget: each reach mode has 3 requests × 4 targets
+// (5 with -baseline) of 5 s load, their warm-ups and SSE runs.
+func proxyBudget(baseline bool) time.Duration {
+	if baseline {
+		return 300 * time.Second
+	}
+	return 240 * time.Second
+}
+
+// target is one way to the plugin: a base URL, and the processes whose CPU time a
+// request through it costs (nil: none measured, direct).
+type target struct {
+	name, base string
+	procs      func() ([]int, error)
+}
+
+// cpu returns t's processes and the CPU time they have used so far; no processes for a
+// target without any (direct).
+func (t target) cpu() ([]int, time.Duration, error) {
+	if t.procs == nil {
+		return nil, 0, nil
+	}
+	pids, err := t.procs()
+	if err != nil {
+		return nil, 0, fmt.Errorf("%s: CPU time: %w", t.name, err)
+	}
+	used, err := cpuOf(pids)
+	if err != nil {
+		return nil, 0, fmt.Errorf("%s: CPU time: %w", t.name, err)
+	}
+	return pids, used, nil
 }
 
 // proxySection measures the proxy in both reach modes.
@@ -87,16 +122,42 @@ func proxyMode(ctx context.Context, e *env, tmp, mode string) (rows []proxyRow, 
 	if err != nil {
 		return nil, nil, err
 	}
-	type target struct{ name, base string }
-	targets := []target{{"direct", "http://" + direct + "/"}, {"runner", p.url("hello")}}
+	runnerPids := func(p *runnerProc) func() ([]int, error) {
+		return func() ([]int, error) {
+			pid, err := p.pid()
+			return []int{pid}, err
+		}
+	}
+	targets := []target{{"direct", "http://" + direct + "/", nil}, {"runner", p.url("hello"), runnerPids(p)}}
+	if e.baseline != "" {
+		// The runner at -baseline's revision, with a hello container of its own (the same
+		// image and config).
+		bp, err := startRunner(ctx, e.baseline, runnerConfig(e.image, mode, "", pluginConf{name: "hello", greeting: "v1"}), runnerStartIn)
+		if err != nil {
+			return nil, nil, fmt.Errorf("the runner at %s: %w", e.baselineName, err)
+		}
+		defer func() { err = errors.Join(err, bp.finish(nil)) }()
+		if err := waitAnswer(ctx, bp.url("hello"), oldBody); err != nil {
+			return nil, nil, err
+		}
+		targets = append(targets, target{baselineTarget(e), bp.url("hello"), runnerPids(bp)})
+	}
 	if e.tools.nginx != "" {
 		ng, err := startNginx(ctx, e.tools.nginx, direct)
 		if err != nil {
 			return nil, nil, err
 		}
 		defer ng.stop()
-		targets = append(targets, target{"nginx", "http://" + ng.addr() + "/plugins/hello/"})
+		targets = append(targets, target{"nginx", "http://" + ng.addr() + "/plugins/hello/",
+			func() ([]int, error) { return procTree(ng.cmd.Process.Pid), nil }})
 	}
+	rp, err := startReverseProxy(ctx, direct)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer rp.stop()
+	targets = append(targets, target{"httputil", "http://" + rp.addr() + "/plugins/hello/",
+		func() ([]int, error) { return []int{rp.cmd.Process.Pid}, nil }})
 	progress("  direct %s, runner %s", direct, p.addr)
 
 	answers := map[string]int{}
@@ -123,6 +184,10 @@ func proxyMode(ctx context.Context, e *env, tmp, mode string) (rows []proxyRow, 
 				}
 				sampler = sampleRSS(pid)
 			}
+			pids, cpu0, err := t.cpu()
+			if err != nil {
+				return nil, nil, err
+			}
 			res, err := e.tools.load(ctx, tmp, t.base, tr.req, e.loadFor)
 			if sampler != nil {
 				peak := sampler.stop()
@@ -131,8 +196,16 @@ func proxyMode(ctx context.Context, e *env, tmp, mode string) (rows []proxyRow, 
 			if err != nil {
 				return nil, nil, fmt.Errorf("%s %s: %w", t.name, tr.label, err)
 			}
-			progress("  %-6s %-40s %8.0f req/s  p50 %-9s p99 %-9s errors %d", t.name, tr.label, res.rps, ms(res.p50), ms(res.p99), res.errors)
-			rows = append(rows, proxyRow{mode: mode, request: tr.label, target: t.name, answer: answers[t.name+tr.label], res: res})
+			row := proxyRow{mode: mode, request: tr.label, target: t.name, answer: answers[t.name+tr.label], res: res}
+			if pids != nil && res.requests > 0 {
+				cpu1, err := cpuOf(pids)
+				if err != nil {
+					return nil, nil, fmt.Errorf("%s: CPU time: %w", t.name, err)
+				}
+				row.cpu = (cpu1 - cpu0) / time.Duration(res.requests)
+			}
+			progress("  %-14s %-40s %8.0f req/s  p50 %-9s p99 %-9s CPU/req %-8s errors %d", t.name, tr.label, res.rps, ms(res.p50), ms(res.p99), us(row.cpu), res.errors)
+			rows = append(rows, row)
 		}
 	}
 	for _, t := range targets {
@@ -140,7 +213,7 @@ func proxyMode(ctx context.Context, e *env, tmp, mode string) (rows []proxyRow, 
 		if err != nil {
 			return nil, nil, fmt.Errorf("SSE %s: %w", t.name, err)
 		}
-		progress("  %-6s SSE time-to-first-byte  p50 %-9s p99 %-9s (whole stream p50 %s)", t.name, ms(res.p50), ms(res.p99), ms(res.whole))
+		progress("  %-14s SSE time-to-first-byte  p50 %-9s p99 %-9s (whole stream p50 %s)", t.name, ms(res.p50), ms(res.p99), ms(res.whole))
 		sse = append(sse, sseRow{mode: mode, target: t.name, res: res})
 	}
 	return rows, sse, nil
@@ -217,10 +290,34 @@ func checkAnswer(ctx context.Context, base string, req request) (int, error) {
 	return len(body), nil
 }
 
+// baselineTarget is the name of the -baseline runner's rows.
+func baselineTarget(e *env) string { return "runner@" + e.baselineName }
+
+// targetLabel is how a target appears in the tables.
+func targetLabel(name string) string {
+	switch {
+	case name == "runner":
+		return "**runner**"
+	case name == "httputil":
+		return "httputil.ReverseProxy"
+	case strings.HasPrefix(name, "runner@"):
+		return "runner at `" + strings.TrimPrefix(name, "runner@") + "` (-baseline)"
+	}
+	return name
+}
+
+// us formats a CPU time per request in microseconds; "—" for none.
+func us(d time.Duration) string {
+	if d <= 0 {
+		return "—"
+	}
+	return fmt.Sprintf("%.0f µs", float64(d)/float64(time.Microsecond))
+}
+
 func renderProxy(rows []proxyRow, e *env) string {
 	var b strings.Builder
-	b.WriteString("| reach | request | target | answer | req/s | p50 | p99 | runner/direct | runner/nginx | errors |\n")
-	b.WriteString("|---|---|---|---:|---:|---:|---:|---:|---:|---:|\n")
+	b.WriteString("| reach | request | target | answer | req/s | p50 | p99 | CPU/req | runner/direct | runner/nginx | errors |\n")
+	b.WriteString("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	find := func(mode, req, target string) *proxyRow {
 		return findRow(rows, func(r proxyRow) bool { return r.mode == mode && r.request == req && r.target == target })
 	}
@@ -235,11 +332,10 @@ func renderProxy(rows []proxyRow, e *env) string {
 				vsNginx = ratio(r.res.rps, n.res.rps) + "×"
 			}
 		}
-		target := map[string]string{"direct": "direct", "runner": "**runner**", "nginx": "nginx"}[r.target]
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %.0f | %s | %s | %s | %s | %d |\n", r.mode, r.request, target,
-			size(r.answer), r.res.rps, ms(r.res.p50), ms(r.res.p99), vsDirect, vsNginx, r.res.errors)
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %.0f | %s | %s | %s | %s | %s | %d |\n", r.mode, r.request, targetLabel(r.target),
+			size(r.answer), r.res.rps, ms(r.res.p50), ms(r.res.p99), us(r.cpu), vsDirect, vsNginx, r.res.errors)
 		if r.target == "runner" && e.tools.nginx == "" {
-			fmt.Fprintf(&b, "| %s | %s | nginx | skipped: %s | | | | | | |\n", r.mode, r.request, e.tools.nginxSkip)
+			fmt.Fprintf(&b, "| %s | %s | nginx | skipped: %s | | | | | | | |\n", r.mode, r.request, e.tools.nginxSkip)
 		}
 	}
 	b.WriteString("\nGoals (issue 9, on the 14 B GET): runner req/s ≥ nginx's and ≥ 0.8× direct; p99 added over direct ≤ nginx's.\n")
@@ -259,6 +355,23 @@ func renderProxy(rows []proxyRow, e *env) string {
 		}
 		b.WriteString(line + ".\n")
 	}
+	b.WriteString("\nCPU time of the proxy per request (the " + small + "):\n")
+	for _, mode := range []string{"published", "address"} {
+		var parts []string
+		for _, r := range rows {
+			if r.mode == mode && r.request == small && r.cpu > 0 {
+				parts = append(parts, fmt.Sprintf("%s %s", targetLabel(r.target), us(r.cpu)))
+			}
+		}
+		if len(parts) > 0 {
+			fmt.Fprintf(&b, "- reach = %q: %s.\n", mode, strings.Join(parts, ", "))
+		}
+	}
+	baseline := ""
+	if e.baseline != "" {
+		baseline = fmt.Sprintf(` "runner at %s" is the runner built from git revision %s (-baseline), with
+a hello container of its own, measured in the same run with the same loads.`, "`"+e.baselineName+"`", "`"+e.baselineName+"`")
+	}
 	fmt.Fprintf(&b, `
 Each row is one load run of %s against one target, one target after the other (after a
 %s warm-up of each); ratios are of req/s. "direct" is the hello container itself: its
@@ -266,11 +379,16 @@ published port on 127.0.0.1 (through Docker's userland docker-proxy) with reach 
 "published", its address on the runner network (container IP:8080) with reach = "address".
 "runner" is the runner's proxy at %s in the same reach mode; "nginx" is
 nginx with worker_processes 2, an upstream of that same direct address with keepalive 64,
-proxy_http_version 1.1, Connection "", and bodies buffered in memory. "answer" is the size
-of the answer body to one check request through that target (the echo reflects request
-headers, which each proxy adds to). errors = socket errors + non-2xx answers. Load,
-proxy, plugin and docker-proxy share the machine's cores.
-`, e.tools.loadShape(e.loadFor), warmUp, "`/plugins/hello/`")
+proxy_http_version 1.1, Connection "", and bodies buffered in memory;
+"httputil.ReverseProxy" is a stock one (the bench itself in a mode of its own: prefix
+stripped, an http.Transport keeping 64 idle connections, nothing else) to that same
+address.%s "answer" is the size of the answer body to one check request through that
+target (the echo reflects request headers, which each proxy adds to). errors = socket
+errors + non-2xx answers. CPU/req is the user + system time the proxy's processes (the
+runner; nginx's master and workers; the ReverseProxy) used during the load run, from
+/proc/<pid>/stat in ticks of 1/%d s, divided by the requests it served. Load, proxy,
+plugin and docker-proxy share the machine's cores.
+`, e.tools.loadShape(e.loadFor), warmUp, "`/plugins/hello/`", baseline, ticksPerSecond())
 	return b.String()
 }
 

@@ -154,6 +154,8 @@ func checkConfig(t *testing.T, cfg *config.Config) {
 			t.Fatalf("plugin %q: a timeout ≤ 0: %+v", name, s)
 		case s.MaxConcurrent < 1 || s.MaxBody < 1:
 			t.Fatalf("plugin %q: max_concurrent %d max_body %d", name, s.MaxConcurrent, s.MaxBody)
+		case s.MaxResponseHeader < 1<<10 || s.MaxResponseHeader > 64<<20:
+			t.Fatalf("plugin %q: max_response_header %d", name, s.MaxResponseHeader)
 		case s.Restart.Attempts < 1 || s.Restart.Window <= 0 || s.Restart.Backoff <= 0 || s.Restart.MaxBackoff < s.Restart.Backoff:
 			t.Fatalf("plugin %q: restart %+v", name, s.Restart)
 		case s.Restart.Policy != config.RestartAlways && s.Restart.Policy != config.RestartOnFailure && s.Restart.Policy != config.RestartNever:

@@ -19,6 +19,13 @@ const MaxReplicas = 64
 // minMemory is Docker's minimum memory limit.
 const minMemory = 6 * units.MiB
 
+// Bounds of max_response_header: a status line and the usual fields fit in 1 KiB;
+// above 64 MiB (times max_concurrent) it no longer protects the runner's memory.
+const (
+	minResponseHeader = units.KiB
+	maxResponseHeader = 64 * units.MiB
+)
+
 // defaultUser is the non-root user plugins run as unless the supervisor block says otherwise.
 const defaultUser = "65532:65532"
 
@@ -40,6 +47,7 @@ var supervisorSchema = &hcl.BodySchema{
 		{Name: "max_body"},
 		{Name: "replicas"},
 		{Name: "egress"},
+		{Name: "max_response_header"},
 	},
 	Blocks: []hcl.BlockHeaderSchema{
 		{Type: blockRestart},
@@ -82,6 +90,9 @@ func defaultSupervisor() Supervisor {
 		MaxConcurrent:  256,
 		MaxBody:        10 * units.MiB,
 		Replicas:       1,
+		// nginx's buffer for an upstream's headers is 4-8 KiB; 1 MiB accepts any plugin
+		// that means well and keeps max_concurrent of them at 256 MiB.
+		MaxResponseHeader: units.MiB,
 		Restart: Restart{
 			Policy:     RestartOnFailure,
 			Attempts:   5,
@@ -135,6 +146,9 @@ func (l *loader) decodeSupervisor(b *hcl.Block, plugin string, s *Supervisor) {
 		l.errorf(egress.Expr.Range(), "Invalid egress",
 			"egress = %s has no effect with network = \"none\": the plugin has no network at all; "+
 				"remove egress, or use network = \"bridge\"", written)
+	}
+	if a := l.size(attrs, "max_response_header", &s.MaxResponseHeader, minResponseHeader); a != nil && s.MaxResponseHeader > maxResponseHeader {
+		l.errorf(a.Expr.Range(), "Invalid max_response_header", "got %s; use at most %s", units.BytesSize(float64(s.MaxResponseHeader)), units.BytesSize(maxResponseHeader))
 	}
 
 	if user != nil && isRoot(s.User) {

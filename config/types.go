@@ -117,6 +117,9 @@ type Supervisor struct {
 	// Replicas is how many instances of the plugin run (1..64), balanced by the proxy.
 	// Not in the snapshot: changing it scales the running generation in place.
 	Replicas int
+	// MaxResponseHeader bounds the plugin's response headers in bytes (runner-side,
+	// not in the snapshot): above it the client gets 502.
+	MaxResponseHeader int64
 
 	Restart Restart
 	Health  Health

@@ -51,6 +51,14 @@ func (p *Proxy) newBackend(name string, cfg Backend, targets []*target) *backend
 	return b
 }
 
+// maxHeader is the bound of a target's response headers.
+func maxHeader(cfg Backend) int64 {
+	if cfg.MaxResponseHeader > 0 {
+		return cfg.MaxResponseHeader
+	}
+	return DefaultMaxResponseHeader
+}
+
 // maxIdle is how many idle connections a target keeps: as many as it may have requests
 // in flight.
 func maxIdle(cfg Backend) int {
@@ -241,8 +249,12 @@ func stripHopByHop(h http.Header) {
 // request timeout from a stream that has answered.
 func (b *backend) modifyResponse(res *http.Response) error {
 	if res.StatusCode == http.StatusSwitchingProtocols &&
-		!strings.EqualFold(strings.TrimSpace(res.Header.Get("Upgrade")), "websocket") {
-		return errBadUpgrade // only WebSocket upgrades pass; ErrorHandler → 502
+		(res.Request.Header.Get("Upgrade") == "" ||
+			!strings.EqualFold(strings.TrimSpace(res.Header.Get("Upgrade")), "websocket")) {
+		// Only WebSocket upgrades the client asked for pass; ErrorHandler → 502. The
+		// error also makes ReverseProxy close the body, i.e. the connection: for an
+		// upgrade nobody asked for, its own check answers 502 and leaves it open.
+		return errBadUpgrade
 	}
 	res.Header.Del(headerError)
 	res.Header.Del(headerRequestID) // ours is already on the response

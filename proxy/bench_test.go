@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"syscall"
@@ -42,6 +43,14 @@ func BenchmarkProxy(b *testing.B) {
 // to profile the proxy's own work.
 func BenchmarkProxyHandler(b *testing.B) {
 	benchHandler(b, New(Options{}))
+}
+
+// BenchmarkProxyHandlerTransport is BenchmarkProxyHandler with every request
+// through http.Transport (no fast path): the other design of issue 18, side by side.
+func BenchmarkProxyHandlerTransport(b *testing.B) {
+	p := New(Options{})
+	p.noFast = true
+	benchHandler(b, p)
 }
 
 // BenchmarkProxyHandlerObserved is BenchmarkProxyHandler with an Observer, as
@@ -93,4 +102,36 @@ func cpuTime(b *testing.B) time.Duration {
 		b.Fatal(err)
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkIdleCheck is the fast path's price for never reading unsolicited bytes as
+// an answer (issue 18): the non-blocking peek at an idle connection, once per request.
+func BenchmarkIdleCheck(b *testing.B) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			accepted <- c
+		}
+	}()
+	nc, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer nc.Close()
+	defer (<-accepted).Close()
+	c := &upConn{Conn: nc}
+	c.initIdleCheck()
+	b.ReportAllocs()
+	defer reportCPU(b)()
+	for b.Loop() {
+		if !c.quiet() {
+			b.Fatal("an idle connection with nothing on it is not quiet")
+		}
+	}
 }

@@ -14,7 +14,7 @@ import (
 // retired target after the runner saw it drained: acquire refuses, the caller retries.
 func TestAcquireRefusesRetiredTarget(t *testing.T) {
 	t.Parallel()
-	tg := newTarget(Target{ID: "a", Network: "tcp", Address: "127.0.0.1:1"}, 1)
+	tg := newTarget(Target{ID: "a", Network: "tcp", Address: "127.0.0.1:1"}, 1, DefaultMaxResponseHeader, false)
 	if got := tg.acquire(0); got != acquired {
 		t.Fatalf("acquire on live target = %v", got)
 	}

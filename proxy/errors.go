@@ -35,14 +35,22 @@ var (
 	errRequestTimeout = errors.New("request_timeout exceeded") // context cause
 )
 
-// notReadyError is a known plugin without a ready backend.
-type notReadyError struct{ reason string }
+// notReadyError is a known plugin without a ready backend; failed: one that will
+// not be ready until its config changes.
+type notReadyError struct {
+	reason string
+	failed bool
+}
 
 func (e *notReadyError) Error() string {
-	if e.reason == "" {
-		return "plugin not ready"
+	what := "plugin not ready"
+	if e.failed {
+		what = "plugin failed"
 	}
-	return "plugin not ready: " + e.reason
+	if e.reason == "" {
+		return what
+	}
+	return what + ": " + e.reason
 }
 
 // upstreamError wraps what the transport said; only the log sees it.
@@ -57,6 +65,7 @@ func (e *upstreamError) Unwrap() []error {
 // request's: its cause tells a request_timeout from a client that went away.
 func classify(ctx context.Context, err error) error {
 	var tooLarge *http.MaxBytesError
+	var headerLimit *headerLimitError
 	switch {
 	case errors.Is(context.Cause(ctx), errRequestTimeout):
 		return errTimeout
@@ -64,6 +73,8 @@ func classify(ctx context.Context, err error) error {
 		return errClientGone
 	case stateOf(ctx).tooLarge.Load() || errors.As(err, &tooLarge):
 		return errBodyTooLarge
+	case errors.As(err, &headerLimit):
+		return headerLimit // 502, with a detail the plugin's team can act on
 	default:
 		return &upstreamError{err: err}
 	}
@@ -155,7 +166,7 @@ func (p *Proxy) fail(w http.ResponseWriter, r *http.Request, st *reqState, err e
 		st.body.expire()
 		h.Set("Connection", "close")
 	}
-	if status == http.StatusServiceUnavailable {
+	if nr := (*notReadyError)(nil); status == http.StatusServiceUnavailable && !(errors.As(err, &nr) && nr.failed) {
 		h.Set("Retry-After", "1")
 	}
 	w.WriteHeader(status)

@@ -47,6 +47,10 @@ type Backend struct {
 	MaxConcurrent int
 	// MaxBody caps the request body in bytes (0 = unlimited); beyond it → 413.
 	MaxBody int64
+	// MaxResponseHeader caps the bytes of a plugin's response headers, 1xx answers
+	// included, on every path (0 = DefaultMaxResponseHeader, 1 MiB); beyond it the
+	// client gets 502 naming the limit and the connection to the plugin is closed.
+	MaxResponseHeader int64
 }
 
 // Options configures a Proxy.
@@ -82,6 +86,8 @@ type Proxy struct {
 	// targets holds every target per plugin that may still have requests in flight:
 	// the current ones and the retired ones still draining, by ID.
 	targets map[string]map[string]*target
+
+	noFast bool // every request through http.Transport (tests and benchmarks compare the paths)
 }
 
 // table is the immutable route table: never modified once published.
@@ -91,6 +97,7 @@ type table map[string]*route
 type route struct {
 	backend *backend // nil: known but not ready
 	reason  string
+	failed  bool // not ready until its config changes: no Retry-After
 }
 
 // New returns an empty Proxy: every plugin is unknown (404) until set.
@@ -158,7 +165,7 @@ func (p *Proxy) servePlugin(w http.ResponseWriter, r *http.Request, st *reqState
 			p.fail(w, r, st, errUnknownPlugin)
 			return
 		case rt.backend == nil:
-			p.fail(w, r, st, &notReadyError{reason: rt.reason})
+			p.fail(w, r, st, &notReadyError{reason: rt.reason, failed: rt.failed})
 			return
 		}
 		if rt.backend.cfg.MaxBody > 0 && r.ContentLength > rt.backend.cfg.MaxBody {
@@ -280,11 +287,11 @@ func (p *Proxy) SetReady(name string, b Backend) {
 		ts := make([]*target, 0, len(b.Targets))
 		for _, spec := range b.Targets {
 			t := known[spec.ID]
-			if t == nil || t.isReleased() || t.Target != spec {
+			if t == nil || t.isReleased() || t.Target != spec || t.maxHeader != maxHeader(b) {
 				if t != nil {
 					t.retire()
 				}
-				t = newTarget(spec, maxIdle(b))
+				t = newTarget(spec, maxIdle(b), maxHeader(b), p.noFast)
 				known[spec.ID] = t
 			}
 			// Back in the set: a target taken out (a failed probe) and put back
@@ -300,6 +307,15 @@ func (p *Proxy) SetReady(name string, b Backend) {
 // Retry-After and reason (e.g. "starting", "image xyz not found") in the detail.
 func (p *Proxy) SetNotReady(name, reason string) {
 	p.swap(name, func(map[string]*target) *route { return &route{reason: reason} })
+}
+
+// SetFailed makes name known but failed: it will not serve until its config
+// changes (restart attempts exhausted, an image that cannot be found), so its
+// requests get 503 with reason (e.g. "crashed 5 times in 5m0s: exit code 2") in the
+// detail and no Retry-After: a client told to retry in a second would only hammer
+// the runner.
+func (p *Proxy) SetFailed(name, reason string) {
+	p.swap(name, func(map[string]*target) *route { return &route{reason: reason, failed: true} })
 }
 
 // Remove forgets name: its next requests get 404. Requests in flight finish.

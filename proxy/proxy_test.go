@@ -144,6 +144,10 @@ func TestProxyErrors(t *testing.T) {
 	h.p.SetReady("hello", backendOf(t, up))
 	h.p.SetNotReady("starting", "starting")
 	h.p.SetNotReady("broken", "image xyz not found")
+	h.p.SetFailed("crashing", "crashed 5 times in 5m0s: exit code 2")
+	h.p.SetReady("recovered", backendOf(t, up))
+	h.p.SetFailed("recovered", "crashed")
+	h.p.SetNotReady("recovered", "starting")
 	h.p.SetReady("gone", backendOf(t, up))
 	h.p.Remove("gone")
 
@@ -152,23 +156,27 @@ func TestProxyErrors(t *testing.T) {
 		status     int
 		detail     string
 		plugin     string
+		retryAfter string // for a 503
 	}{
-		{"unknown plugin", "/plugins/nope/x", 404, "unknown plugin", "nope"},
-		{"removed plugin", "/plugins/gone/x", 404, "unknown plugin", "gone"},
-		{"root", "/", 404, "", ""},
-		{"outside", "/foo/bar", 404, "", ""},
-		{"plugins alone", "/plugins", 404, "", ""},
-		{"plugins slash", "/plugins/", 404, "", ""},
-		{"dot dot", "/plugins/hello/../x", 400, "", ""},
-		{"dot dot at end", "/plugins/hello/a/..", 400, "", ""},
-		{"encoded dot dot", "/plugins/hello/%2e%2e/x", 400, "", ""},
-		{"mixed encoded dot dot", "/plugins/hello/.%2E/x", 400, "", ""},
-		{"encoded slash dot dot", "/plugins/hello/a%2F..%2Fb", 400, "", ""},
-		{"double slash", "/plugins/hello//x", 400, "", ""},
-		{"dot", "/plugins/hello/./x", 400, "", ""},
-		{"traversal into name", "/plugins/../plugins/hello/x", 400, "", ""},
-		{"not ready", "/plugins/starting/x", 503, "plugin not ready: starting", "starting"},
-		{"failed", "/plugins/broken", 503, "plugin not ready: image xyz not found", "broken"},
+		{"unknown plugin", "/plugins/nope/x", 404, "unknown plugin", "nope", ""},
+		{"removed plugin", "/plugins/gone/x", 404, "unknown plugin", "gone", ""},
+		{"root", "/", 404, "", "", ""},
+		{"outside", "/foo/bar", 404, "", "", ""},
+		{"plugins alone", "/plugins", 404, "", "", ""},
+		{"plugins slash", "/plugins/", 404, "", "", ""},
+		{"dot dot", "/plugins/hello/../x", 400, "", "", ""},
+		{"dot dot at end", "/plugins/hello/a/..", 400, "", "", ""},
+		{"encoded dot dot", "/plugins/hello/%2e%2e/x", 400, "", "", ""},
+		{"mixed encoded dot dot", "/plugins/hello/.%2E/x", 400, "", "", ""},
+		{"encoded slash dot dot", "/plugins/hello/a%2F..%2Fb", 400, "", "", ""},
+		{"double slash", "/plugins/hello//x", 400, "", "", ""},
+		{"dot", "/plugins/hello/./x", 400, "", "", ""},
+		{"traversal into name", "/plugins/../plugins/hello/x", 400, "", "", ""},
+		{"not ready", "/plugins/starting/x", 503, "plugin not ready: starting", "starting", "1"},
+		{"not ready with a reason", "/plugins/broken", 503, "plugin not ready: image xyz not found", "broken", "1"},
+		// Failed until its config changes: retrying in a second would not help.
+		{"failed", "/plugins/crashing/x", 503, "plugin failed: crashed 5 times in 5m0s: exit code 2", "crashing", ""},
+		{"failed then restarting", "/plugins/recovered/x", 503, "plugin not ready: starting", "recovered", "1"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -181,8 +189,8 @@ func TestProxyErrors(t *testing.T) {
 			if pb.Plugin != tt.plugin {
 				t.Errorf("plugin %q, want %q", pb.Plugin, tt.plugin)
 			}
-			if ra := res.Header.Get("Retry-After"); (tt.status == 503) != (ra == "1") {
-				t.Errorf("Retry-After %q for status %d", ra, tt.status)
+			if ra := res.Header.Get("Retry-After"); ra != tt.retryAfter {
+				t.Errorf("Retry-After %q, want %q", ra, tt.retryAfter)
 			}
 		})
 	}
@@ -378,7 +386,9 @@ func TestStatusOf(t *testing.T) {
 		{errBodyTooLarge, 413},
 		{errTimeout, 504},
 		{errClientGone, 499},
+		{&notReadyError{reason: "crashed", failed: true}, 503},
 		{&upstreamError{err: io.EOF}, 502},
+		{&headerLimitError{limit: 1 << 20}, 502},
 		{errors.New("anything else"), 502},
 	}
 	for _, tt := range tests {

@@ -30,6 +30,7 @@ type target struct {
 	Target
 	transport *fastTransport
 	host      string // the Host header of requests to it
+	maxHeader int64  // the bound of its response headers
 
 	active   atomic.Int64 // requests in flight
 	retired  atomic.Bool  // out of the plugin's set: nothing new is sent to it
@@ -40,12 +41,13 @@ type target struct {
 	released    chan struct{} // closed once retired with nothing in flight
 }
 
-func newTarget(t Target, maxIdle int) *target {
-	tg := &target{Target: t, released: make(chan struct{}), host: t.Address}
+func newTarget(t Target, maxIdle int, maxHeader int64, noFast bool) *target {
+	tg := &target{Target: t, released: make(chan struct{}), host: t.Address, maxHeader: maxHeader}
 	if t.Network == "unix" {
 		tg.host = "localhost"
 	}
-	tg.transport = newUpstream(t.Network, t.Address, maxIdle)
+	tg.transport = newUpstream(t.Network, t.Address, maxIdle, maxHeader)
+	tg.transport.noFast = noFast
 	return tg
 }
 

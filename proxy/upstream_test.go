@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -145,7 +146,7 @@ func TestFastPathBoundsResponseHeaders(t *testing.T) {
 		}
 		io.WriteString(c, "HTTP/1.1 200 OK\r\n")
 		line := "X-Filler: " + strings.Repeat("a", 1000) + "\r\n"
-		for range maxResponseHeaderBytes/len(line) + 10 {
+		for range DefaultMaxResponseHeader/len(line) + 10 {
 			if _, err := io.WriteString(c, line); err != nil {
 				return
 			}
@@ -155,4 +156,61 @@ func TestFastPathBoundsResponseHeaders(t *testing.T) {
 	h := newHarness(t)
 	h.p.SetReady("hello", Backend{Targets: []Target{targetOf(t, "http://"+ln.Addr().String())}, Generation: 1})
 	problem(t, h.get(t, "/plugins/hello/"), http.StatusBadGateway)
+}
+
+// TestNewUpstreamForProbes: the transport the runner's health probes use on their
+// own (no ReverseProxy) never reads what a plugin wrote on an idle connection as an
+// answer either, and bounds response headers.
+func TestNewUpstreamForProbes(t *testing.T) {
+	t.Parallel()
+	answered, written := make(chan struct{}), make(chan *rawConn, 1)
+	plugin := newRawPlugin(t, answerEach(func(c *rawConn, req *http.Request) bool {
+		switch req.URL.Path {
+		case "/poison":
+			if !c.send(ok("/poison")) {
+				return false
+			}
+			<-answered
+			if !c.send(smuggled) {
+				return false
+			}
+			written <- c
+			return true
+		case "/endless":
+			c.send("HTTP/1.1 200 OK\r\n")
+			for c.send("X-Filler: " + strings.Repeat("a", 1000) + "\r\n") {
+			}
+			return false
+		}
+		return c.send(ok(req.URL.Path))
+	}))
+	rt := NewUpstream("tcp", plugin.addr, 1)
+	t.Cleanup(rt.CloseIdleConnections)
+	get := func(path string) (string, error) {
+		req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, "http://"+plugin.addr+path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := rt.RoundTrip(req)
+		if err != nil {
+			return "", err
+		}
+		defer res.Body.Close()
+		b, err := io.ReadAll(res.Body)
+		return string(b), err
+	}
+	if got, err := get("/poison"); got != "/poison" || err != nil {
+		t.Fatalf("GET /poison: %q %v", got, err)
+	}
+	close(answered)
+	waitDelivered(t, recv(t, written, "the unsolicited answer").Conn.(*net.TCPConn))
+	if got, err := get("/next"); got != "/next" || err != nil {
+		t.Errorf("GET /next: %q %v", got, err)
+	}
+	eventually(t, "the poisoned connection closed", func() bool { return plugin.hungUp.Load() == 1 })
+
+	var limit *headerLimitError
+	if _, err := get("/endless"); !errors.As(err, &limit) || limit.limit != DefaultMaxResponseHeader {
+		t.Errorf("GET /endless: %v, want the %d-byte header limit", err, DefaultMaxResponseHeader)
+	}
 }

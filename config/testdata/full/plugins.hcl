@@ -49,6 +49,7 @@ plugin "hello" {
     max_body        = "1MB"
     replicas        = 3
     egress          = "none" # with network = "none": the same promise, accepted
+    max_response_header = "64KiB"
 
     restart {
       policy      = "always"

@@ -1,0 +1,7 @@
+plugin "hello" {
+  image = "hello:latest"
+  port  = 8080
+  supervisor {
+    max_response_header = "1GiB"
+  }
+}
