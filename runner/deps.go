@@ -40,7 +40,8 @@ type Images interface {
 type Router interface {
 	http.Handler
 	SetReady(name string, b proxy.Backend)
-	SetNotReady(name, reason string)
+	SetNotReady(name, reason string) // 503 + Retry-After: it will serve soon
+	SetFailed(name, reason string)   // 503: it will not serve until its config changes
 	Remove(name string)
 	// Released is closed once an instance is out of the route and idle.
 	Released(name, id string) <-chan struct{}

@@ -111,6 +111,7 @@ func (g *generation) backend(serving []*slot) proxy.Backend {
 	sup := g.cfg.Supervisor
 	b := proxy.Backend{
 		Generation: g.num, RequestTimeout: sup.RequestTimeout, MaxConcurrent: sup.MaxConcurrent, MaxBody: sup.MaxBody,
+		MaxResponseHeader: sup.MaxResponseHeader,
 	}
 	for _, sl := range serving {
 		ep := sl.inst.Endpoint
@@ -130,14 +131,16 @@ func (s *supervisor) route() {
 			return
 		}
 	}
+	if s.failReason != "" {
+		// No Retry-After: it will not serve until its config changes or a restart.
+		s.r.router.SetFailed(s.name, s.failReason)
+		return
+	}
 	s.r.router.SetNotReady(s.name, s.notReadyReason())
 }
 
-// notReadyReason is the detail of the 503 while nothing serves.
+// notReadyReason is the detail of the 503 while nothing serves yet.
 func (s *supervisor) notReadyReason() string {
-	if s.failReason != "" {
-		return "failed: " + s.failReason
-	}
 	if s.cur != nil {
 		for _, sl := range s.cur.slots {
 			if (sl.restarted || sl.dying) && sl.lastExit != "" {

@@ -185,7 +185,7 @@ func (r *Runner) startSupervisor(name string, adopt *Op) *supervisor {
 		s.owned = map[int]bool{}
 		s.mu.Unlock()
 		s.dead.Store(true)
-		r.router.SetNotReady(name, "failed: internal error (see log)")
+		r.router.SetFailed(name, "internal error (see log)")
 		s.update(func(st *Status) { st.State, st.LastError = StateFailed, "internal error (see log)" })
 		s.settle()
 	})

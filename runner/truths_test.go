@@ -2,6 +2,7 @@ package runner
 
 import (
 	"fmt"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -81,5 +82,22 @@ func TestEventsWithoutNoise(t *testing.T) {
 	}
 	if n := strings.Count(strings.Join(seen, " "), string(StateRestarting)); n != 1 {
 		t.Errorf("%d 'restarting' state events for one crash, want 1: %q", n, seen)
+	}
+}
+
+// A failed plugin answers 503 without Retry-After (it will not serve until its config
+// changes: a client told to retry in a second would hammer); a restarting one says
+// when to retry.
+func TestFailedPluginHasNoRetryAfter(t *testing.T) {
+	r, f := superviseTest(t, nil)
+	f.events <- f.kill(r.Statuses()[0].Container, 0, false) // clean exit, on-failure: failed
+	waitFor(t, "failed", func() bool { return r.Statuses()[0].State == StateFailed })
+	resp, err := http.Get("http://" + r.Addr().String() + "/plugins/hello/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 503 || resp.Header.Get("Retry-After") != "" {
+		t.Errorf("failed plugin: %d with Retry-After %q, want 503 without", resp.StatusCode, resp.Header.Get("Retry-After"))
 	}
 }
