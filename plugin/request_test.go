@@ -1,7 +1,9 @@
 package plugin
 
 import (
+	"go/build"
 	"net/http/httptest"
+	"strings"
 	"testing"
 )
 
@@ -41,5 +43,20 @@ func TestRequestID(t *testing.T) {
 	r.Header.Set("X-Request-Id", "abc123")
 	if got := RequestID(r); got != "abc123" {
 		t.Errorf("RequestID = %q", got)
+	}
+}
+
+// TestStandardLibraryOnly: the kit is linked into every plugin binary; an outside
+// dependency would grow every plugin image.
+func TestStandardLibraryOnly(t *testing.T) {
+	t.Parallel()
+	pkg, err := build.ImportDir(".", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, imp := range pkg.Imports {
+		if first, _, _ := strings.Cut(imp, "/"); strings.Contains(first, ".") {
+			t.Errorf("the kit imports %s: standard library only", imp)
+		}
 	}
 }

@@ -49,7 +49,8 @@ const drainTimeout = 10 * time.Second
 const healthzPath = "/healthz"
 
 // Serve serves h where the runner told the plugin to listen (see Listen) until the
-// process gets SIGTERM or SIGINT. Then it stops accepting connections, waits for
+// process gets SIGTERM or SIGINT. It logs (package log) where it listens and when it
+// stops. Then it stops accepting connections, waits for
 // in-flight requests to finish and returns nil. Requests still running after 10 seconds
 // (the runner's default stop_timeout, after which it kills the container) are cut and
 // Serve says so in its error. Serve returns an error at once when it cannot listen.
@@ -105,6 +106,7 @@ func ServeListener(ln net.Listener, h http.Handler) error {
 // signal is a context so that tests can stop a server without signalling themselves.
 func serve(ctx context.Context, ln net.Listener, h http.Handler, drain time.Duration) error {
 	srv := &http.Server{Handler: withHealthz(h), ReadHeaderTimeout: 10 * time.Second}
+	log.Printf("%s listening on %s", pluginName(), ln.Addr())
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 
