@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -116,16 +117,20 @@ func TestGenericOptions(t *testing.T) {
 		t.Fatal(err)
 	}
 	logs := &logBuffer{}
+	waited := &recordingStrategy{Strategy: wait.ForLog("serving http://")}
 	r, err := xcoretest.Run(ctx, runnerImage,
 		xcoretest.WithPlugin("hello", helloImage),
 		testcontainers.WithLabels(map[string]string{"team": "blue"}),
 		testcontainers.WithLogger(logs),
-		testcontainers.WithWaitStrategy(wait.ForLog("serving http://")),
+		testcontainers.WithWaitStrategy(waited),
 		xcoretest.WithDockerConfig(dockerCfg),
 	)
 	testcontainers.CleanupContainer(t, r)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if !waited.called.Load() {
+		t.Error("the caller's wait strategy was not used: the module's defaults came after it")
 	}
 	if got := get(t, r.PluginURL("hello")); got != "hello from hello\n" {
 		t.Errorf("GET %s = %q: the caller's wait strategy left Run without the proxy address", r.PluginURL("hello"), got)
@@ -186,6 +191,17 @@ func TestRunParallel(t *testing.T) {
 			seen[u] = true
 		}
 	}
+}
+
+// recordingStrategy is a wait strategy that says whether it was used.
+type recordingStrategy struct {
+	wait.Strategy
+	called atomic.Bool
+}
+
+func (s *recordingStrategy) WaitUntilReady(ctx context.Context, target wait.StrategyTarget) error {
+	s.called.Store(true)
+	return s.Strategy.WaitUntilReady(ctx, target)
 }
 
 type logBuffer struct {
