@@ -195,3 +195,14 @@ func (n *notFound) Write(b []byte) (int, error) {
 
 // Unwrap lets http.ResponseController reach the real writer (Flush, deadlines).
 func (n *notFound) Unwrap() http.ResponseWriter { return n.ResponseWriter }
+
+// Flush implements http.Flusher for handlers that assert it rather than use
+// http.ResponseController.
+func (n *notFound) Flush() {
+	if !n.wrote {
+		n.WriteHeader(http.StatusOK)
+	}
+	if f, ok := n.ResponseWriter.(http.Flusher); ok && !n.caught {
+		f.Flush()
+	}
+}

@@ -224,6 +224,10 @@ func TestHealthzFallback(t *testing.T) {
 	own := http.NewServeMux()
 	own.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { http.Error(w, "sick", http.StatusServiceUnavailable) })
 	catchAll := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "everything") })
+	flushing := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, "streamed")
+		w.(http.Flusher).Flush() // a type assertion, not http.ResponseController
+	})
 	for _, tc := range []struct {
 		name, method, path string
 		h                  http.Handler
@@ -234,6 +238,7 @@ func TestHealthzFallback(t *testing.T) {
 		{"no route, HEAD", http.MethodHead, "/healthz", none, 200, ""},
 		{"the plugin's own probe wins", http.MethodGet, "/healthz", own, 503, "sick\n"},
 		{"a catch-all answers it", http.MethodGet, "/healthz", catchAll, 200, "everything"},
+		{"a flushing handler", http.MethodGet, "/healthz", flushing, 200, "streamed"},
 		{"other paths untouched", http.MethodGet, "/nope", none, 404, "404 page not found\n"},
 		{"other methods untouched", http.MethodPost, "/healthz", none, 404, "404 page not found\n"},
 		{"the plugin's root", http.MethodGet, "/", none, 200, "root"},
