@@ -32,6 +32,8 @@ Commands:
   restart   replace a plugin's container by a fresh one, start-first
   call      send a request to a plugin through the public proxy
   down      stop and remove the runner's containers and network, even if it is dead
+  init      write a new plugin's repository: the plugin on the kit, Dockerfile,
+            Makefile, plugins.hcl and a test under the real runner
   version   print the version
 
 ps, logs, events, reload and restart talk to the admin API of "runner up" (address and
@@ -73,6 +75,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdCall(rest, stdout, stderr)
 	case "down":
 		err = cmdDown(rest, stdout, stderr)
+	case "init":
+		err = cmdInit(rest, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "runner", versionString())
 		return 0

@@ -14,7 +14,7 @@ import (
 	"os"
 	"strconv"
 
-	"github.com/xcore/runner/examples/internal/plugin"
+	"github.com/xcore/runner/plugin"
 )
 
 func main() {
@@ -36,11 +36,7 @@ func main() {
 		os.Exit(code)
 	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "crashy ok") })
-	ln, err := plugin.Listen()
-	if err != nil {
-		log.Fatal(err)
-	}
-	if err := plugin.Serve(ln, mux); err != nil {
+	if err := plugin.Serve(mux); err != nil {
 		log.Fatal(err)
 	}
 }

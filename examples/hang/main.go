@@ -12,7 +12,7 @@ import (
 	"net/http"
 	"sync/atomic"
 
-	"github.com/xcore/runner/examples/internal/plugin"
+	"github.com/xcore/runner/plugin"
 )
 
 func main() {
@@ -34,11 +34,7 @@ func main() {
 		<-r.Context().Done()
 	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "hang ok") })
-	ln, err := plugin.Listen()
-	if err != nil {
-		log.Fatal(err)
-	}
-	if err := plugin.Serve(ln, mux); err != nil {
+	if err := plugin.Serve(mux); err != nil {
 		log.Fatal(err)
 	}
 }

@@ -15,7 +15,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/xcore/runner/examples/internal/plugin"
+	"github.com/xcore/runner/plugin"
 )
 
 type echo struct {
@@ -59,12 +59,7 @@ func main() {
 		fmt.Fprintf(w, "%s from %s\n", greeting, name)
 	})
 
-	ln, err := plugin.Listen()
-	if err != nil {
-		log.Fatalf("listen: %v", err)
-	}
-	log.Printf("%s listening on %s", name, ln.Addr())
-	if err := plugin.Serve(ln, mux); err != nil {
+	if err := plugin.Serve(mux); err != nil { // logs "<name> listening on <addr>"
 		log.Fatalf("serve: %v", err)
 	}
 }

@@ -10,7 +10,7 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/xcore/runner/examples/internal/plugin"
+	"github.com/xcore/runner/plugin"
 )
 
 var hoard [][]byte // kept reachable so the GC cannot give it back
@@ -35,11 +35,7 @@ func main() {
 			}
 		}()
 	})
-	ln, err := plugin.Listen()
-	if err != nil {
-		log.Fatal(err)
-	}
-	if err := plugin.Serve(ln, mux); err != nil {
+	if err := plugin.Serve(mux); err != nil {
 		log.Fatal(err)
 	}
 }

@@ -9,12 +9,12 @@
 //	GET /selftest?addr=host:port  tries a TCP connection and reports (network = "none"
 //	                   plugins must not be able to open any)
 //
-// It authenticates to its sidecar with XCORE_TOKEN. With network = "none" it serves on
-// XCORE_SOCKET and reaches its services over XCORE_SERVICES_SOCKET.
+// It is written on the plugin kit (github.com/xcore/runner/plugin), which authenticates
+// its calls with XCORE_TOKEN and, with network = "none", serves on XCORE_SOCKET and
+// reaches the services over XCORE_SERVICES_SOCKET.
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -26,29 +26,27 @@ import (
 	"strings"
 	"time"
 
-	"github.com/xcore/runner/examples/internal/plugin"
+	"github.com/xcore/runner/plugin"
 )
 
-// sidecar calls the plugin's services: over the unix socket when there is no network.
-var sidecar = &http.Client{Timeout: 10 * time.Second, Transport: transport()}
+// sidecar calls the plugin's services: the kit adds XCORE_TOKEN to those calls only, and
+// goes over XCORE_SERVICES_SOCKET when there is no network.
+var sidecar = func() *http.Client {
+	c := plugin.Client()
+	c.Timeout = 10 * time.Second
+	return c
+}()
 
-func transport() http.RoundTripper {
-	sock := os.Getenv("XCORE_SERVICES_SOCKET")
-	if sock == "" {
-		return http.DefaultTransport
-	}
-	var d net.Dialer
-	return &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		return d.DialContext(ctx, "unix", sock)
-	}}
-}
-
-func call(method, url string, body io.Reader) (*http.Response, error) {
-	req, err := http.NewRequest(method, url, body)
+// call sends a request to service svc; path is below the service's URL.
+func call(method, svc, path string, body io.Reader) (*http.Response, error) {
+	base, err := plugin.ServiceURL(svc)
 	if err != nil {
 		return nil, err
 	}
-	req.Header.Set("Authorization", "Bearer "+os.Getenv("XCORE_TOKEN"))
+	req, err := http.NewRequest(method, base+strings.TrimPrefix(path, "/"), body)
+	if err != nil {
+		return nil, err
+	}
 	return sidecar.Do(req)
 }
 
@@ -67,19 +65,18 @@ func relay(w http.ResponseWriter, resp *http.Response, err error) {
 }
 
 func main() {
-	kv := os.Getenv("KV_URL") // ends in "/": a key's URL is $KV_URL{key}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("PUT /notes/{id}", func(w http.ResponseWriter, r *http.Request) {
-		resp, err := call(http.MethodPut, kv+"note:"+url.PathEscape(r.PathValue("id")), r.Body)
+		resp, err := call(http.MethodPut, "kv", "note:"+url.PathEscape(r.PathValue("id")), r.Body)
 		relay(w, resp, err)
 	})
 	mux.HandleFunc("GET /notes/{id}", func(w http.ResponseWriter, r *http.Request) {
-		resp, err := call(http.MethodGet, kv+"note:"+url.PathEscape(r.PathValue("id")), nil)
+		resp, err := call(http.MethodGet, "kv", "note:"+url.PathEscape(r.PathValue("id")), nil)
 		relay(w, resp, err)
 	})
 	mux.HandleFunc("GET /notes", func(w http.ResponseWriter, r *http.Request) {
-		resp, err := call(http.MethodGet, kv+"?prefix=note:", nil)
+		resp, err := call(http.MethodGet, "kv", "?prefix=note:", nil)
 		if err != nil || resp.StatusCode != http.StatusOK {
 			relay(w, resp, err)
 			return
@@ -98,11 +95,11 @@ func main() {
 		_ = json.NewEncoder(w).Encode(map[string][]string{"notes": ids})
 	})
 	mux.HandleFunc("POST /count/{id}", func(w http.ResponseWriter, r *http.Request) {
-		resp, err := call(http.MethodPost, kv+"count:"+url.PathEscape(r.PathValue("id"))+"?incr=1", nil)
+		resp, err := call(http.MethodPost, "kv", "count:"+url.PathEscape(r.PathValue("id"))+"?incr=1", nil)
 		relay(w, resp, err)
 	})
 	mux.HandleFunc("GET /quote", func(w http.ResponseWriter, r *http.Request) {
-		resp, err := call(http.MethodGet, os.Getenv("QUOTES_URL"), nil)
+		resp, err := call(http.MethodGet, "quotes", "", nil)
 		relay(w, resp, err)
 	})
 	mux.HandleFunc("GET /greeting", func(w http.ResponseWriter, r *http.Request) {
@@ -118,12 +115,7 @@ func main() {
 		fmt.Fprintln(w, "connected")
 	})
 
-	ln, err := plugin.Listen()
-	if err != nil {
-		log.Fatalf("listen: %v", err)
-	}
-	log.Printf("notes listening on %s", ln.Addr())
-	if err := plugin.Serve(ln, mux); err != nil {
+	if err := plugin.Serve(mux); err != nil {
 		log.Fatalf("serve: %v", err)
 	}
 }

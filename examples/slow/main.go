@@ -24,7 +24,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/xcore/runner/examples/internal/plugin"
+	"github.com/xcore/runner/plugin"
 )
 
 func main() {
@@ -90,8 +90,7 @@ func main() {
 	// Registered before serving: as PID 1 the process ignores SIGTERM without a handler.
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
-	log.Printf("slow listening on %s", ln.Addr())
-	if err := plugin.Serve(ln, mux); err != nil {
+	if err := plugin.ServeListener(ln, mux); err != nil {
 		// The listener was closed via /stop-listening: stay alive with nothing listening.
 		log.Printf("not listening any more: %v", err)
 		<-sig

@@ -7,20 +7,23 @@ import (
 	"log"
 	"net/http"
 
+	"github.com/testcontainers/testcontainers-go"
+
 	"github.com/xcore/runner/integration/xcoretest"
 )
 
 func ExampleRun() {
 	ctx := context.Background()
 
-	// Run the runner with one plugin; Run returns once the plugin is healthy.
-	r, err := xcoretest.Run(ctx,
-		xcoretest.WithPlugin("hello", helloImage, // a local image of examples/hello
+	// The runner image (`make image` builds xcore-runner:latest) with one plugin, a local
+	// image (here of examples/hello). Run returns once the plugin is healthy.
+	ctr, err := xcoretest.Run(ctx, runnerImage,
+		xcoretest.WithPlugin("hello", helloImage,
 			"supervisor {\n  health { path = \"/healthz\" }\n}"),
 	)
 	// Terminate even when Run failed: it may have started the container.
 	defer func() {
-		if err := r.Terminate(ctx); err != nil {
+		if err := testcontainers.TerminateContainer(ctr); err != nil {
 			log.Print(err)
 		}
 	}()
@@ -30,7 +33,7 @@ func ExampleRun() {
 	}
 
 	// The plugin answers through the runner's proxy.
-	resp, err := http.Get(r.PluginURL("hello"))
+	resp, err := http.Get(ctr.PluginURL("hello"))
 	if err != nil {
 		log.Print(err)
 		return

@@ -10,12 +10,20 @@ import (
 // portLine matches a plugin line that sets the port itself.
 var portLine = regexp.MustCompile(`^\s*port\s*=`)
 
+// listenAddr is where the runner's proxy and its admin API listen: loopback, any free
+// port.
+const listenAddr = "127.0.0.1:0"
+
 // render writes the plugins.hcl the runner container reads: the runner block, then the
 // services and plugins of the options, then the verbatim WithConfig text.
-func render(o *options, listen, admin string) string {
+func render(o *options) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "runner {\n  listen           = %s\n  admin_listen     = %s\n  admin_token_file = %s\n  state_dir        = %s\n}\n",
-		hclString(listen), hclString(admin), hclString(tokenPath), hclString(stateDir))
+	// Port 0: the runner picks a free port and says which (see endpoints); picking it
+	// here and handing it over would race with every other process on the host. The
+	// admin API's port 0 comes from XCORE_ADMIN_LISTEN (see Run): the config refuses an
+	// admin_listen equal to listen.
+	fmt.Fprintf(&b, "runner {\n  listen           = %s\n  admin_token_file = %s\n  state_dir        = %s\n}\n",
+		hclString(listenAddr), hclString(tokenPath), hclString(stateDir))
 	for _, s := range o.services {
 		fmt.Fprintf(&b, "\nservice %s {\n%s}\n", hclString(s.name), indent(s.body))
 	}

@@ -14,13 +14,13 @@ import (
 	"github.com/xcore/runner/integration/xcoretest"
 )
 
-// helloImage is a local image of examples/hello built for this test run (`make images`
-// builds the same as xcore-examples/hello:latest).
-var helloImage string
+// runnerImage and helloImage are local images built for this test run from this
+// checkout (`make image` and `make images` build the same as xcore-runner:latest and
+// xcore-examples/hello:latest), labelled Label=xcoretest and removed at the end.
+var runnerImage, helloImage string
 
-// TestMain builds what the tests run: the hello example image (tagged for this run,
-// labelled io.xcore.test=xcoretest, removed at the end) and, when it is missing, the
-// runner image (make image). Without Docker the package is skipped, or fails under CI.
+// TestMain builds what the tests run: the runner image and the hello example image.
+// Without Docker the package is skipped, or fails under CI.
 func TestMain(m *testing.M) {
 	os.Exit(testMain(m))
 }
@@ -44,12 +44,6 @@ func testMain(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	if exec.Command("docker", "image", "inspect", xcoretest.DefaultImage).Run() != nil {
-		if out, err := exec.Command("make", "-C", root, "image").CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "xcoretest: make image: %v\n%s", err, out)
-			return 1
-		}
-	}
 	dir, err := os.MkdirTemp("", "xcoretest-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -58,18 +52,52 @@ func testMain(m *testing.M) int {
 	defer os.RemoveAll(dir)
 	b := make([]byte, 4)
 	_, _ = rand.Read(b)
-	helloImage = "xcoretest/hello:" + hex.EncodeToString(b)
-	defer exec.Command("docker", "rmi", "-f", helloImage).Run()
-	if err := buildExample(root, dir, "hello", helloImage); err != nil {
+	id := hex.EncodeToString(b)
+	runnerImage, helloImage = "xcoretest/runner:"+id, "xcoretest/hello:"+id
+	defer exec.Command("docker", "rmi", "-f", runnerImage, helloImage).Run()
+	if err := buildRunner(root, filepath.Join(dir, "runner"), runnerImage); err != nil {
+		fmt.Fprintln(os.Stderr, "xcoretest:", err)
+		return 1
+	}
+	if err := buildExample(root, filepath.Join(dir, "hello"), "hello", helloImage); err != nil {
 		fmt.Fprintln(os.Stderr, "xcoretest:", err)
 		return 1
 	}
 	return m.Run()
 }
 
+// buildRunner builds the runner image of this checkout as tag, the way `make image`
+// does: the static binary next to build/runner-image's Dockerfile and state folder.
+func buildRunner(root, dir, tag string) error {
+	if err := os.MkdirAll(filepath.Join(dir, "state"), 0o755); err != nil {
+		return err
+	}
+	gobuild := exec.Command("go", "build", "-trimpath", "-o", filepath.Join(dir, "runner"), "./cmd/runner")
+	gobuild.Dir = root
+	gobuild.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := gobuild.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build runner: %v\n%s", err, out)
+	}
+	df, err := os.ReadFile(filepath.Join(root, "build", "runner-image", "Dockerfile"))
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "Dockerfile"), df, 0o644); err != nil {
+		return err
+	}
+	out, err := exec.Command("docker", "build", "-q", "--label", xcoretest.Label+"=xcoretest", "-t", tag, dir).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("docker build %s: %v\n%s", tag, err, out)
+	}
+	return nil
+}
+
 // buildExample compiles examples/<name> statically into dir/bin/<name> and builds its
 // FROM scratch image as tag.
 func buildExample(root, dir, name, tag string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
 	gobuild := exec.Command("go", "build", "-trimpath", "-o", filepath.Join(dir, "bin", name), "./examples/"+name)
 	gobuild.Dir = root
 	gobuild.Env = append(os.Environ(), "CGO_ENABLED=0")

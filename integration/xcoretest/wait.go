@@ -4,10 +4,10 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -15,18 +15,27 @@ import (
 	"github.com/testcontainers/testcontainers-go/wait"
 )
 
-// errAddrInUse: the runner could not bind a port picked for it (someone took it).
-var errAddrInUse = errors.New("address already in use")
+// endpoints is what Run reads back from the runner, which picked its own ports.
+type endpoints struct {
+	admin  string // host:port of the admin API, from the runner's start-up line
+	token  string // the admin token, from its file in the container
+	listen string // host:port of the public proxy, from GET /v1/runner
+}
 
-// adminReady waits, through the runner's admin API, until the runner has started and
-// every plugin is healthy. It fails at once when the runner exits or a plugin is failed.
+func (e *endpoints) complete() bool { return e.admin != "" && e.token != "" && e.listen != "" }
+
+// adminLine matches the line `runner up` prints once its admin API listens
+// (cmd/runner/up.go): "admin http://127.0.0.1:40123/ (token in /state/admin.token)".
+var adminLine = regexp.MustCompile(`admin http://([^/\s]+)/ \(token in `)
+
+// adminReady waits until the runner has started and, unless anyState, every plugin is
+// healthy; on the way it fills ep. It fails at once when the runner exits or (unless
+// anyState) a plugin is failed.
 type adminReady struct {
-	adminURL  string
-	tokenFile string   // in the container
-	plugins   []string // must all be listed (plugins of WithConfig are found by the API)
-	timeout   time.Duration
-
-	token string // read from tokenFile; set once WaitUntilReady got it
+	ep       *endpoints
+	plugins  []string // must all be listed (those of WithConfig are found by the API)
+	timeout  time.Duration
+	anyState bool
 }
 
 var (
@@ -41,32 +50,25 @@ type pluginStatus struct {
 	LastError string `json:"last_error"`
 }
 
+// Timeout implements wait.StrategyTimeout.
 func (w *adminReady) Timeout() *time.Duration { return &w.timeout }
 
 func (w *adminReady) String() string { return "xcore runner admin API: every plugin healthy" }
 
+// WaitUntilReady implements wait.Strategy.
 func (w *adminReady) WaitUntilReady(ctx context.Context, target wait.StrategyTarget) error {
 	ctx, cancel := context.WithTimeout(ctx, w.timeout)
 	defer cancel()
 	hc := &http.Client{Timeout: 2 * time.Second}
-	tick := time.NewTicker(200 * time.Millisecond)
+	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
-	waiting := "the admin token file " + w.tokenFile
 	for {
 		if err := exited(ctx, target); err != nil {
 			return err
 		}
-		if w.token == "" {
-			if b, err := copyFrom(ctx, target, w.tokenFile); err == nil {
-				w.token = strings.TrimSpace(string(b))
-			}
-		}
-		if w.token != "" {
-			done, what, err := w.check(ctx, hc)
-			if err != nil || done {
-				return err
-			}
-			waiting = what
+		done, waiting, err := w.step(ctx, hc, target)
+		if err != nil || done {
+			return err
 		}
 		select {
 		case <-ctx.Done():
@@ -76,22 +78,42 @@ func (w *adminReady) WaitUntilReady(ctx context.Context, target wait.StrategyTar
 	}
 }
 
-// check asks the admin API once. It reports whether the runner is ready, else what it is
-// waiting for; the error is final (a failed plugin).
-func (w *adminReady) check(ctx context.Context, hc *http.Client) (bool, string, error) {
-	// GET /v1/runner names the proxy address once Start returned, that is once every
-	// plugin (including those of WithConfig) is healthy or failed.
-	var info struct {
-		Listen string `json:"listen"`
+// step learns what it can; it reports whether the runner is ready, else what it is
+// waiting for. The error is final (a failed plugin).
+func (w *adminReady) step(ctx context.Context, hc *http.Client, target wait.StrategyTarget) (bool, string, error) {
+	ep := w.ep
+	if ep.admin == "" {
+		if m := adminLine.FindStringSubmatch(logText(ctx, target)); m != nil {
+			ep.admin = m[1]
+		} else {
+			return false, "the runner's admin API (its \"admin http://...\" line)", nil
+		}
 	}
-	switch code, err := w.get(ctx, hc, "/v1/runner", &info); {
-	case err != nil:
-		return false, "the admin API (" + err.Error() + ")", nil
-	case code == http.StatusNotFound: // an older runner: the plugin states must do
-	case code != http.StatusOK:
-		return false, fmt.Sprintf("the admin API (GET /v1/runner: %d)", code), nil
-	case info.Listen == "":
-		return false, "the runner to start its plugins", nil
+	if ep.token == "" {
+		b, err := copyFrom(ctx, target, tokenPath)
+		if err != nil {
+			return false, "the admin token file " + tokenPath, nil
+		}
+		ep.token = strings.TrimSpace(string(b))
+	}
+	if ep.listen == "" {
+		// GET /v1/runner names the proxy address once the runner's Start returned, that is
+		// once every plugin (those of WithConfig too) is healthy or failed.
+		var info struct {
+			Listen string `json:"listen"`
+		}
+		switch code, err := w.get(ctx, hc, "/v1/runner", &info); {
+		case err != nil:
+			return false, "the admin API (" + err.Error() + ")", nil
+		case code != http.StatusOK:
+			return false, fmt.Sprintf("the admin API (GET /v1/runner: %d)", code), nil
+		case info.Listen == "":
+			return false, "the runner to start its plugins", nil
+		}
+		ep.listen = info.Listen
+	}
+	if w.anyState {
+		return true, "", nil
 	}
 	var list []pluginStatus
 	code, err := w.get(ctx, hc, "/v1/plugins", &list)
@@ -120,11 +142,11 @@ func (w *adminReady) check(ctx context.Context, hc *http.Client) (bool, string, 
 }
 
 func (w *adminReady) get(ctx context.Context, hc *http.Client, path string, v any) (int, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, w.adminURL+path, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+w.ep.admin+path, nil)
 	if err != nil {
 		return 0, err
 	}
-	req.Header.Set("Authorization", "Bearer "+w.token)
+	req.Header.Set("Authorization", "Bearer "+w.ep.token)
 	resp, err := hc.Do(req)
 	if err != nil {
 		return 0, err
@@ -141,7 +163,7 @@ func (w *adminReady) get(ctx context.Context, hc *http.Client, path string, v an
 }
 
 // exited returns an error, with the end of the runner's log, once the container is no
-// longer running (a config error, a port taken, no Docker socket access...).
+// longer running (a config error, no Docker socket access...).
 func exited(ctx context.Context, target wait.StrategyTarget) error {
 	st, err := target.State(ctx)
 	if err != nil {
@@ -150,23 +172,28 @@ func exited(ctx context.Context, target wait.StrategyTarget) error {
 	if st.Running {
 		return nil
 	}
-	tail := logTail(ctx, target, 20)
-	err = fmt.Errorf("runner exited (%s, code %d) before it was ready; its log ends:\n%s", st.Status, st.ExitCode, tail)
-	if strings.Contains(tail, "address already in use") {
-		err = fmt.Errorf("%w: %w", errAddrInUse, err)
-	}
-	return err
+	return fmt.Errorf("runner exited (%s, code %d) before it was ready; its log ends:\n%s", st.Status, st.ExitCode, lastLines(logText(ctx, target), 20))
 }
 
-// logTail is the last n lines of the target's log.
-func logTail(ctx context.Context, target wait.StrategyTarget, n int) string {
+// logText is the runner's log so far (small: the runner logs a few lines per plugin
+// start), or a note saying why there is none.
+func logText(ctx context.Context, target wait.StrategyTarget) string {
 	rc, err := target.Logs(ctx)
 	if err != nil {
 		return "(no log: " + err.Error() + ")"
 	}
 	defer rc.Close()
+	b, err := io.ReadAll(io.LimitReader(rc, 4<<20))
+	if err != nil {
+		return string(b) + "\n(log cut: " + err.Error() + ")"
+	}
+	return string(b)
+}
+
+// lastLines is the last n lines of s.
+func lastLines(s string, n int) string {
 	var lines []string
-	sc := bufio.NewScanner(rc)
+	sc := bufio.NewScanner(strings.NewReader(s))
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
 		lines = append(lines, sc.Text())
@@ -175,4 +202,20 @@ func logTail(ctx context.Context, target wait.StrategyTarget, n int) string {
 		}
 	}
 	return strings.Join(lines, "\n")
+}
+
+// copyFrom reads a small file out of a container.
+func copyFrom(ctx context.Context, c interface {
+	CopyFileFromContainer(context.Context, string) (io.ReadCloser, error)
+}, path string) ([]byte, error) {
+	rc, err := c.CopyFileFromContainer(ctx, path)
+	if err != nil {
+		return nil, fmt.Errorf("copy %s from the runner: %w", path, err)
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(io.LimitReader(rc, 64<<10))
+	if err != nil {
+		return nil, fmt.Errorf("copy %s from the runner: %w", path, err)
+	}
+	return b, nil
 }
