@@ -89,8 +89,10 @@ func TestReplicasReplacedAndScaled(t *testing.T) {
 
 	// Replicas alone: scaled in place, no new generation; the plan says so first.
 	writeFile(t, rp.config(), hcl("", replicated(images["hello"], 1, "v2")))
-	_, plan, _ := rp.cli(t, "plan")
-	if !strings.Contains(plan, "~ hello: scale 3 → 1") {
+	planCmd := exec.Command(runnerBin, "plan", "-c", rp.config())
+	planCmd.Dir = rp.dir
+	plan, _ := planCmd.CombinedOutput() // exit 2: changes
+	if !strings.Contains(string(plan), "~ hello: scale 3 → 1") {
 		t.Errorf("runner plan before scaling down:\n%s", plan)
 	}
 	load = startLoad(t, rp.url("/plugins/hello/"), 8, 60*time.Second)

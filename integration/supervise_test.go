@@ -43,9 +43,9 @@ func TestCrashRestart(t *testing.T) {
 			if resp.Header.Get("Retry-After") == "" || !strings.Contains(body, "exit code 3") {
 				t.Errorf("503 without Retry-After or reason: %s", body)
 			}
-		case 502:
-			// the instant between the exit and the engine's die event
 		default:
+			// A 502 would be the instant between the exit and the engine's die event:
+			// the proxy asks the engine and answers 503 instead.
 			t.Errorf("during restart: %d %s", resp.StatusCode, body)
 		}
 		return false
@@ -182,5 +182,23 @@ func TestMaxConcurrent(t *testing.T) {
 	}
 	if slowest503 > 500*time.Millisecond {
 		t.Errorf("a 503 took %s: excess requests must be refused at once, not queued", slowest503)
+	}
+}
+
+// The last words of a crashed container survive its removal: `runner logs --previous`
+// prints them, and `runner logs` the new container's.
+func TestLogsOfACrashedContainer(t *testing.T) {
+	t.Parallel()
+	rp := startRunner(t, hcl("", plugin("crashy", images["crashy"], "  supervisor {\n    health { path = \"/healthz\" }\n"+restartBlock(5, "200ms", "1s")+"  }\n")))
+	first := rp.container("crashy")
+	get(t, rp.url("/plugins/crashy/crash?code=3"))
+	rp.waitLog(30*time.Second, `msg="plugin restarted" plugin=crashy`)
+	code, out, errOut := rp.cli(t, "logs", "--previous", "crashy")
+	if code != 0 || !strings.Contains(out, "crashy: exiting with code 3 as asked") || !strings.Contains(out, "(generation 1)") {
+		t.Errorf("logs --previous: exit %d\n%s%s", code, out, errOut)
+	}
+	code, out, _ = rp.cli(t, "logs", "crashy")
+	if code != 0 || strings.Contains(out, "exiting with code 3") || rp.container("crashy") == first {
+		t.Errorf("logs of the new container: exit %d\n%s", code, out)
 	}
 }

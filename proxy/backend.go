@@ -26,13 +26,14 @@ type backend struct {
 	name    string
 	cfg     Backend
 	trusted *atomic.Pointer[[]netip.Prefix] // the Proxy's: read per request
+	gone    *atomic.Pointer[GoneFunc]       // the Proxy's: read when a connection fails
 	prefix  []string                        // X-Forwarded-Prefix: /plugins/<name>, built once
 	targets []*target
 	rp      *httputil.ReverseProxy
 }
 
 func (p *Proxy) newBackend(name string, cfg Backend, targets []*target) *backend {
-	b := &backend{name: name, cfg: cfg, trusted: &p.trusted, prefix: []string{Prefix + name}, targets: targets}
+	b := &backend{name: name, cfg: cfg, trusted: &p.trusted, gone: &p.gone, prefix: []string{Prefix + name}, targets: targets}
 	b.rp = &httputil.ReverseProxy{
 		Rewrite:   b.rewrite,
 		Transport: b,
@@ -73,6 +74,21 @@ func maxIdle(cfg Backend) int {
 // so is a GET or HEAD whose connection broke before any of the answer came (it can be
 // repeated): what nginx's proxy_next_upstream error does.
 func (b *backend) RoundTrip(req *http.Request) (*http.Response, error) {
+	res, err := b.roundTrip(req)
+	if err != nil && connBroke(err) && req.Context().Err() == nil {
+		// The instance may be dying: the engine says so before its event reaches the
+		// runner. Asked, the runner confirms: then it is a restart (503, retry), not a
+		// plugin failing to answer (502).
+		if gone := b.gone.Load(); gone != nil {
+			if why, stopped := (*gone)(b.name, stateOf(req.Context()).target.ID); stopped {
+				return nil, &notReadyError{reason: why}
+			}
+		}
+	}
+	return res, err
+}
+
+func (b *backend) roundTrip(req *http.Request) (*http.Response, error) {
 	st := stateOf(req.Context())
 	t := st.target
 	var body *replayableBody

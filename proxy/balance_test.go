@@ -180,3 +180,37 @@ func TestBrokenConnectionRetriedForGETOnly(t *testing.T) {
 		t.Error("no POST sent to the instance that breaks connections answered 502: a POST that reached a plugin must not be repeated")
 	}
 }
+
+// A connection that fails to an instance the runner confirms stopped is a restart
+// under way: 503 with Retry-After, not the plugin's 502; one that is alive is a 502.
+func TestStoppedInstanceIs503(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	dead := Target{ID: "dead", Network: "tcp", Address: deadAddr(t)}
+	h.p.SetReady("hello", Backend{Targets: []Target{dead}})
+	var asked []string
+	var mu sync.Mutex
+	stopped := true
+	h.p.SetGoneCheck(func(plugin, id string) (string, bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		asked = append(asked, plugin+"/"+id)
+		return "restarting after exit code 3", stopped
+	})
+	resp := h.get(t, "/plugins/hello/")
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 503 || resp.Header.Get("Retry-After") == "" || !strings.Contains(string(body), "restarting after exit code 3") {
+		t.Errorf("stopped instance: %d %q (Retry-After %q), want 503 with Retry-After", resp.StatusCode, body, resp.Header.Get("Retry-After"))
+	}
+	mu.Lock()
+	stopped = false
+	mu.Unlock()
+	if resp := h.get(t, "/plugins/hello/"); resp.StatusCode != 502 {
+		t.Errorf("instance alive but refusing: %d, want 502", resp.StatusCode)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(asked) != 2 || asked[0] != "hello/dead" {
+		t.Errorf("asked %v", asked)
+	}
+}

@@ -66,6 +66,7 @@ func (e *upstreamError) Unwrap() []error {
 func classify(ctx context.Context, err error) error {
 	var tooLarge *http.MaxBytesError
 	var headerLimit *headerLimitError
+	var notReady *notReadyError
 	switch {
 	case errors.Is(context.Cause(ctx), errRequestTimeout):
 		return errTimeout
@@ -75,6 +76,8 @@ func classify(ctx context.Context, err error) error {
 		return errBodyTooLarge
 	case errors.As(err, &headerLimit):
 		return headerLimit // 502, with a detail the plugin's team can act on
+	case errors.As(err, &notReady):
+		return notReady // the instance stopped under the request (see SetGoneCheck)
 	default:
 		return &upstreamError{err: err}
 	}

@@ -81,6 +81,7 @@ type Proxy struct {
 	obs     Observer
 	trusted atomic.Pointer[[]netip.Prefix] // replaced whole by SetTrustedProxies, never modified
 	routes  atomic.Pointer[table]
+	gone    atomic.Pointer[GoneFunc]
 
 	mu sync.Mutex // serialises writers of routes, and guards targets
 	// targets holds every target per plugin that may still have requests in flight:
@@ -266,6 +267,16 @@ func splitPluginPath(esc string) (name, rest string, ok bool) {
 	}
 	return name, rest, name != ""
 }
+
+// GoneFunc reports whether instance id of plugin has stopped (the runner asks the
+// engine), and why ("restarting after exit code 3"). It is called on a request's
+// goroutine when a connection to the instance failed, so it must answer within a
+// moment.
+type GoneFunc func(plugin, id string) (why string, gone bool)
+
+// SetGoneCheck installs the check that tells a dying instance (503, Retry-After: a new
+// one is on its way) from a plugin failing to answer (502).
+func (p *Proxy) SetGoneCheck(f GoneFunc) { p.gone.Store(&f) }
 
 // SetTrustedProxies replaces the trusted proxies (Options.TrustedProxies) for the
 // requests that arrive from now on: runner { trusted_proxies } applies on reload.

@@ -10,6 +10,9 @@ import (
 // ErrUnknownPlugin is returned for a plugin name that is not configured.
 var ErrUnknownPlugin = errors.New("unknown plugin")
 
+// ErrNoPrevious: no instance of the plugin was removed since the runner started.
+var ErrNoPrevious = errors.New("no previous container (none was removed since the runner started)")
+
 // Restart replaces a plugin's instances start-first with fresh ones of the same spec.
 // A failed plugin is started again with a fresh restart budget.
 func (r *Runner) Restart(name string) error {

@@ -47,6 +47,8 @@ type Router interface {
 	Released(name, id string) <-chan struct{}
 	// Alive: the instance passed a health probe (the proxy may balance to it again).
 	Alive(name, id string)
+	// SetGoneCheck: how the proxy asks whether an instance it failed to reach stopped.
+	SetGoneCheck(proxy.GoneFunc)
 	InFlight(name string) int
 	SetTrustedProxies([]netip.Prefix) // runner { trusted_proxies }, live
 	Close()                           // close idle upstream connections

@@ -400,6 +400,7 @@ func (r *Runner) removeInstance(c sandbox.Instance, grace time.Duration) {
 	if err := r.sb.Stop(ctx, c.ID, grace); err != nil {
 		r.log.Warn("stop container", "container", c.Name, "err", err)
 	}
+	r.keepLastWords(ctx, c)
 	// Removing is the engine's heavy part (stopping is waiting): bounded like starts, so
 	// that a shutdown of 200 plugins does not hand dockerd 200 removals at once.
 	err := retry.Do(ctx, retry.WithMaxRetries(4, retry.NewExponential(250*time.Millisecond)), func(ctx context.Context) error {
@@ -418,4 +419,5 @@ func (r *Runner) removeInstance(c sandbox.Instance, grace time.Duration) {
 	if r.sidecar != nil && c.Plugin != "" {
 		r.sidecar.release(c.Plugin, c.Generation, c.Replica)
 	}
+	r.forgetGone(c.ID)
 }

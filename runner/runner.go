@@ -57,6 +57,9 @@ type Runner struct {
 	retiring map[string]*supervisor // removed plugins still winding down
 	gens     map[string]int         // highest generation seen or allocated, per plugin
 	stopped  ShutdownReport         // what the last Shutdown did
+	previous map[string]PreviousLog // the end of the log of each plugin's last removed instance
+
+	goneChecks goneChecks // the proxy's "did this instance stop?" (see instanceGone)
 
 	requests   chan reconcileRequest // to the reconcile loop
 	lastPlan   string                // the last plan logged (loop-owned)
@@ -121,6 +124,7 @@ func (r *Runner) Start(ctx context.Context) error {
 	r.serveC = make(chan error, 1)
 	go func() { r.serveC <- r.srv.Serve(ln) }()
 	r.ctx, r.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	r.router.SetGoneCheck(r.instanceGone)
 
 	for name := range cfg.Plugins {
 		r.router.SetNotReady(name, "pending")

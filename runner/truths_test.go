@@ -1,6 +1,7 @@
 package runner
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -100,4 +101,16 @@ func TestFailedPluginHasNoRetryAfter(t *testing.T) {
 	if resp.StatusCode != 503 || resp.Header.Get("Retry-After") != "" {
 		t.Errorf("failed plugin: %d with Retry-After %q, want 503 without", resp.StatusCode, resp.Header.Get("Retry-After"))
 	}
+}
+
+// The end of a crashed instance's log is kept when the runner removes it.
+func TestPreviousLogsSurviveACrash(t *testing.T) {
+	r, f := superviseTest(t, nil)
+	if _, err := r.PreviousLogs("hello"); !errors.Is(err, ErrNoPrevious) {
+		t.Errorf("before any removal: %v, want ErrNoPrevious", err)
+	}
+	first := r.Statuses()[0].Container
+	f.events <- f.kill(first, 2, false)
+	waitFor(t, "restarted", func() bool { return r.Statuses()[0].Restarts == 1 })
+	waitFor(t, "the dead one's log kept", func() bool { p, err := r.PreviousLogs("hello"); return err == nil && p.Text == "log of "+first+"\n" })
 }

@@ -75,6 +75,13 @@ func (f *fakeRunner) Logs(ctx context.Context, name string, follow bool, tail in
 	return io.NopCloser(strings.NewReader(fmt.Sprintf("log of %s (follow=%v tail=%d)\n", name, follow, tail))), nil
 }
 
+func (f *fakeRunner) PreviousLogs(name string) (runner.PreviousLog, error) {
+	if _, err := f.Status(name); err != nil {
+		return runner.PreviousLog{}, err
+	}
+	return runner.PreviousLog{Container: "xcore-" + name + "-1-r", Generation: 1, Removed: time.Unix(0, 0), Text: "last words of " + name + "\n"}, nil
+}
+
 var _ admin.Runner = (*fakeRunner)(nil)
 
 const cliToken = "cli-test-token"
@@ -200,12 +207,19 @@ func TestLogs(t *testing.T) {
 		t.Errorf("logs: exit %d %q", code, out)
 	}
 
+	// --previous: the last lines of the container removed last.
+	code, out, _ = runCLI(t, append([]string{"logs", "--previous", "hello"}, flags...)...)
+	if code != 0 || out != "# xcore-hello-1-r (generation 1), removed 1970-01-01T00:00:00Z; its last lines:\nlast words of hello\n" {
+		t.Errorf("logs --previous: exit %d %q", code, out)
+	}
+
 	// -f streams until the runner goes away (or Ctrl-C): here the server closes.
 	srv, flags := adminServer(t, &fakeRunner{statuses: fakeStatuses})
 	var stdout, stderr syncBuffer
 	done := make(chan int, 1)
 	go func() { done <- run(append([]string{"logs", "hello", "-f"}, flags...), &stdout, &stderr) }()
-	waitFor(t, "the followed log", func() bool { return stdout.String() == "log of hello (follow=true tail=-1)\n" })
+	// Followed, each line says which generation wrote it.
+	waitFor(t, "the followed log", func() bool { return stdout.String() == "[gen 12] log of hello (follow=true tail=-1)\n" })
 	select {
 	case <-done:
 		t.Fatal("logs -f ended while the runner still serves")

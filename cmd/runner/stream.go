@@ -27,11 +27,12 @@ func interruptible() (context.Context, context.CancelFunc) {
 }
 
 func cmdLogs(args []string, stdout, stderr io.Writer) error {
-	fs, cfgPath := newFlagsArgs("logs", " <plugin>", "Print the log (stdout and stderr) of a plugin's serving container. With -f,\nkeep printing, across replacements and restarts, until Ctrl-C.", stderr)
+	fs, cfgPath := newFlagsArgs("logs", " <plugin>", "Print the log (stdout and stderr) of a plugin's serving container. With -f,\nkeep printing, across replacements and restarts (each line prefixed with its\ngeneration), until Ctrl-C. With --previous, the last lines of the container the\nrunner removed last (after a crash, a failed health check, a replacement).", stderr)
 	af := addAdminFlags(fs, cfgPath)
 	follow := fs.Bool("f", false, "follow: keep printing new lines")
 	fs.BoolVar(follow, "follow", false, "same as -f")
 	tail := fs.Int("tail", -1, "print only the last `N` lines first (-1: all)")
+	previous := fs.Bool("previous", false, "print the end of the log of the plugin's last removed container (after a crash or a replacement)")
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
@@ -51,6 +52,9 @@ func cmdLogs(args []string, stdout, stderr io.Writer) error {
 	}
 	if *tail >= 0 {
 		q.Set("tail", strconv.Itoa(*tail))
+	}
+	if *previous {
+		q = url.Values{"previous": {"1"}}
 	}
 	resp, err := c.do(ctx, http.MethodGet, "/v1/plugins/"+url.PathEscape(pos[0])+"/logs?"+q.Encode(), nil)
 	if err != nil {

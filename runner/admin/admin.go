@@ -30,6 +30,7 @@ type Runner interface {
 	ReloadNow(ctx context.Context) (runner.ReloadResult, error)
 	Restart(name string) error
 	Logs(ctx context.Context, name string, follow bool, tail int) (io.ReadCloser, error)
+	PreviousLogs(name string) (runner.PreviousLog, error)
 }
 
 var _ Runner = (*runner.Runner)(nil)

@@ -261,7 +261,8 @@ func TestLogs(t *testing.T) {
 		}
 		defer resp.Body.Close()
 		rd := bufio.NewReader(resp.Body)
-		if line, err := rd.ReadString('\n'); err != nil || line != "old\n" {
+		// Followed, each line says which generation wrote it.
+		if line, err := rd.ReadString('\n'); err != nil || line != "[gen 3] old\n" {
 			t.Fatalf("first line %q, %v", line, err)
 		}
 		// A line written after the response started arrives while the stream is open:
@@ -269,7 +270,7 @@ func TestLogs(t *testing.T) {
 		if _, err := io.WriteString(h.f.followWriter("hello"), "new\n"); err != nil {
 			t.Fatal(err)
 		}
-		if line, err := rd.ReadString('\n'); err != nil || line != "new\n" {
+		if line, err := rd.ReadString('\n'); err != nil || line != "[gen 3] new\n" {
 			t.Fatalf("streamed line %q, %v", line, err)
 		}
 		cancel()
@@ -297,7 +298,7 @@ func TestLogs(t *testing.T) {
 		}
 		defer resp.Body.Close()
 		rd := bufio.NewReader(resp.Body)
-		if line, _ := rd.ReadString('\n'); line != "gen3\n" {
+		if line, _ := rd.ReadString('\n'); line != "[gen 3] gen3\n" {
 			t.Fatalf("first line %q", line)
 		}
 		// Replacement: a new container serves, the old one's log ends.
@@ -310,8 +311,22 @@ func TestLogs(t *testing.T) {
 		h.f.setStatus(next)
 		old.Close()
 		h.f.publish(runner.Event{Type: runner.EventState, Plugin: "hello", Status: &next})
-		if line, err := rd.ReadString('\n'); err != nil || line != "gen4\n" {
+		if line, err := rd.ReadString('\n'); err != nil || line != "[gen 4] gen4\n" {
 			t.Fatalf("line after the replacement %q, %v", line, err)
+		}
+	})
+	t.Run("previous is the end of the last removed container's log", func(t *testing.T) {
+		t.Parallel()
+		h := newHarness(t, Options{})
+		h.f.logs["hello"] = "panic: boom\n"
+		resp := h.do("GET", "/v1/plugins/hello/logs?previous=1", nil)
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 || !strings.HasSuffix(string(body), "its last lines:\nprevious: panic: boom\n") {
+			t.Errorf("previous: %d %q", resp.StatusCode, body)
+		}
+		delete(h.f.logs, "hello")
+		if resp := h.do("GET", "/v1/plugins/hello/logs?previous=1", nil); resp.StatusCode != 404 {
+			t.Errorf("previous without one: %d, want 404", resp.StatusCode)
 		}
 	})
 }

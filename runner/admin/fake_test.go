@@ -113,6 +113,19 @@ func (f *fakeRunner) Restart(name string) error {
 
 // Logs returns the last tail lines of the plugin's log; with follow, a stream the test
 // writes to through followWriter, ended by ctx.
+// PreviousLogs: the fake's previous log of a plugin is its log with a "previous: " prefix.
+func (f *fakeRunner) PreviousLogs(name string) (runner.PreviousLog, error) {
+	if _, err := f.Status(name); err != nil {
+		return runner.PreviousLog{}, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.logs[name] == "" {
+		return runner.PreviousLog{}, runner.ErrNoPrevious
+	}
+	return runner.PreviousLog{Container: "xcore-" + name + "-1-r", Generation: 1, Removed: time.Unix(0, 0), Text: "previous: " + f.logs[name]}, nil
+}
+
 func (f *fakeRunner) Logs(ctx context.Context, name string, follow bool, tail int) (io.ReadCloser, error) {
 	if _, err := f.Status(name); err != nil {
 		return nil, err

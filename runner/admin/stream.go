@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -18,10 +19,15 @@ import (
 // logs streams a plugin's container log as text/plain: ?tail=N lines of the past
 // (default: all), then with ?follow=1 whatever comes until the client goes away. A
 // followed log carries on with the next container when the plugin is replaced or
-// restarted.
+// restarted, each line prefixed with its generation ("[gen 3] "). ?previous=1 is the
+// end of the log of the plugin's last removed container (a crash, a replacement).
 func (s *server) logs(w http.ResponseWriter, r *http.Request) {
 	name := chi.URLParam(r, "name")
 	q := r.URL.Query()
+	if truthy(q.Get("previous")) {
+		s.previousLogs(w, name)
+		return
+	}
 	follow := truthy(q.Get("follow"))
 	tail := -1
 	if v := q.Get("tail"); v != "" {
@@ -66,22 +72,80 @@ func (s *server) logs(w http.ResponseWriter, r *http.Request) {
 	_ = fl.Flush()
 
 	container := st.Container
+	out := io.Writer(w)
+	var pw *prefixWriter
+	if follow {
+		pw = &prefixWriter{w: w, prefix: genPrefix(st.Generation), bol: true}
+		out = pw
+	}
 	for {
-		err := copyFlushing(w, fl, rc, follow)
+		err := copyFlushing(out, fl, rc, follow)
 		rc.Close()
 		if err != nil || !follow || ctx.Err() != nil {
 			return
 		}
 		// The container's log ended: it stopped. Follow its successor, if one comes.
-		next, ok := s.nextContainer(ctx, name, container, events)
+		next, gen, ok := s.nextContainer(ctx, name, container, events)
 		if !ok {
 			return
 		}
 		container = next
+		pw.prefix = genPrefix(gen)
 		if rc, err = s.rt.Logs(ctx, name, true, -1); err != nil {
 			return
 		}
 	}
+}
+
+// previousLogs answers the end of the log of the plugin's last removed container.
+func (s *server) previousLogs(w http.ResponseWriter, name string) {
+	p, err := s.rt.PreviousLogs(name)
+	switch {
+	case errors.Is(err, runner.ErrUnknownPlugin):
+		writeProblem(w, http.StatusNotFound, "unknown plugin "+quote(name))
+		return
+	case err != nil:
+		writeProblem(w, http.StatusNotFound, err.Error())
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Cache-Control", "no-store")
+	fmt.Fprintf(w, "# %s (generation %d), removed %s; its last lines:\n", p.Container, p.Generation, p.Removed.UTC().Format(time.RFC3339))
+	_, _ = io.WriteString(w, p.Text)
+}
+
+func genPrefix(gen int) []byte { return []byte(fmt.Sprintf("[gen %d] ", gen)) }
+
+// prefixWriter writes prefix at the beginning of every line.
+type prefixWriter struct {
+	w      io.Writer
+	prefix []byte
+	bol    bool // at the beginning of a line
+}
+
+func (p *prefixWriter) Write(b []byte) (int, error) {
+	n := 0
+	for len(b) > 0 {
+		if p.bol {
+			if _, err := p.w.Write(p.prefix); err != nil {
+				return n, err
+			}
+			p.bol = false
+		}
+		line := b
+		if i := bytes.IndexByte(b, '\n'); i >= 0 {
+			line, p.bol = b[:i+1], true
+		}
+		m, err := p.w.Write(line)
+		n += m
+		if err != nil {
+			return n, err
+		}
+		b = b[len(line):]
+	}
+	return n, nil
 }
 
 // copyFlushing copies src to w, flushing after each chunk when streaming. It returns
@@ -106,25 +170,26 @@ func copyFlushing(w io.Writer, fl *http.ResponseController, src io.Reader, strea
 	}
 }
 
-// nextContainer waits until plugin name is served by a container other than prev.
-func (s *server) nextContainer(ctx context.Context, name, prev string, events <-chan runner.Event) (string, bool) {
+// nextContainer waits until plugin name is served by a container other than prev, and
+// returns it with its generation.
+func (s *server) nextContainer(ctx context.Context, name, prev string, events <-chan runner.Event) (string, int, bool) {
 	// A slow subscriber may lose events: look again now and then as well.
 	recheck := time.NewTicker(2 * time.Second)
 	defer recheck.Stop()
 	for {
 		st, err := s.rt.Status(name)
 		if err != nil {
-			return "", false // the plugin was removed
+			return "", 0, false // the plugin was removed
 		}
 		if st.Container != "" && st.Container != prev {
-			return st.Container, true
+			return st.Container, st.Generation, true
 		}
 		select {
 		case <-ctx.Done():
-			return "", false
+			return "", 0, false
 		case _, ok := <-events:
 			if !ok {
-				return "", false
+				return "", 0, false
 			}
 		case <-recheck.C:
 		}
