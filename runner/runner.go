@@ -16,10 +16,12 @@ import (
 	"net/http"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/xcore/runner/config"
 	"github.com/xcore/runner/proxy"
+	"github.com/xcore/runner/sandbox"
 )
 
 // Options configures a Runner.
@@ -74,6 +76,8 @@ type Runner struct {
 	svc     Services // nil: no services (unit tests with a hand-built config)
 	ownSvc  bool     // created by Start: closed by Shutdown
 	sidecar *sidecar
+
+	protected atomic.Pointer[sandbox.Protected] // what the backend enforces; nil before Start asks
 
 	ctx    context.Context // lives from Start to Shutdown; all background work hangs off it
 	cancel context.CancelFunc
@@ -130,6 +134,9 @@ func (r *Runner) Start(ctx context.Context) error {
 		return err
 	}
 	if err := r.startServices(cfg, netw.Gateway); err != nil {
+		return err
+	}
+	if err := r.protect(ctx, cfg); err != nil { // after the sidecar listens, before any plugin starts
 		return err
 	}
 	res := r.pass(ctx, cfg, true, false)
@@ -304,6 +311,7 @@ func (r *Runner) Shutdown(ctx context.Context) error {
 	}
 	wg.Wait()
 	report.Removed = len(insts)
+	r.unprotect(ctx, &errs)
 	r.closeServices(ctx, &errs)
 	r.mu.Lock()
 	sups := r.sups
