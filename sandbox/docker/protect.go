@@ -80,7 +80,7 @@ func (c *Client) Protect(ctx context.Context, p sandbox.Protection) (sandbox.Pro
 		return sandbox.Protected{}, fmt.Errorf("host rules: %w", err)
 	}
 	c.guard.g, c.guard.members = g, members
-	c.log.Info("host rules installed", "rules", "nftables table "+g.Table(), "bridge", netw.Bridge,
+	c.log.Debug("host rules installed", "rules", "nftables table "+g.Table(), "bridge", netw.Bridge,
 		"protect_host", p.ProtectHost, "sidecar", fmt.Sprint(p.Sidecar), "adopted_addresses", len(members))
 	return sandbox.Protected{Host: p.ProtectHost, Egress: true, Rules: "nftables table " + g.Table()}, nil
 }
