@@ -291,8 +291,18 @@ func TestLoadWarnsExposedListeners(t *testing.T) {
 	} {
 		t.Run(tc.listen, func(t *testing.T) {
 			t.Parallel()
-			src := "runner {\n  listen       = \"" + tc.listen + "\"\n  admin_listen = \"" + strings.Replace(tc.listen, ":8080", ":8081", 1) + "\"\n}\n"
-			_, warnings := loadWarnings(t, writeConfig(t, src))
+			listeners := "  listen       = \"" + tc.listen + "\"\n  admin_listen = \"" + strings.Replace(tc.listen, ":8080", ":8081", 1) + "\"\n"
+			// Host protection (the default) keeps plugins off every listener: no warning.
+			if _, warnings := loadWarnings(t, writeConfig(t, "runner {\n"+listeners+"}\n")); len(warnings) != 0 {
+				t.Errorf("warnings %v with host protection on", warnings)
+			}
+			_, diags := loadWarnings(t, writeConfig(t, "runner {\n"+listeners+"  protect_host = false\n}\n"))
+			var warnings hcl.Diagnostics
+			for _, d := range diags {
+				if d.Summary != "Host protection off" {
+					warnings = append(warnings, d)
+				}
+			}
 			if !tc.warn {
 				if len(warnings) != 0 {
 					t.Errorf("warnings %v for a loopback listener", warnings)

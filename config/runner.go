@@ -67,8 +67,6 @@ func (l *loader) decodeRunner(b *hcl.Block) (r Runner, pluginsDir string, plugin
 
 	l.address(attrs, "listen", &r.Listen)
 	l.address(attrs, "admin_listen", &r.AdminListen)
-	l.warnExposed(attrs, "listen", r.Listen, "the public proxy, and through it every other plugin")
-	l.warnExposed(attrs, "admin_listen", r.AdminListen, "the admin API (guarded by its bearer token only)")
 	if a := attrs["admin_listen"]; a != nil && r.Listen == r.AdminListen {
 		if _, port, _ := net.SplitHostPort(r.Listen); port != "0" {
 			l.errorf(a.Expr.Range(), "Invalid admin_listen", "%q is also listen; use another address", r.AdminListen)
@@ -102,6 +100,11 @@ func (l *loader) decodeRunner(b *hcl.Block) (r Runner, pluginsDir string, plugin
 				"that listens on 0.0.0.0 or another address of the host, not just the runner's sidecar",
 			Subject: a.Expr.Range().Ptr(),
 		})
+	}
+	if !r.ProtectHost {
+		// With host protection the runner's rules keep plugins off these addresses.
+		l.warnExposed(attrs, "listen", r.Listen, "the public proxy, and through it every other plugin")
+		l.warnExposed(attrs, "admin_listen", r.AdminListen, "the admin API (guarded by its bearer token only)")
 	}
 	return r, pluginsDir, pluginsDirRange
 }
@@ -169,9 +172,10 @@ func (l *loader) address(attrs hcl.Attributes, name string, dst *string) {
 	*dst = s
 }
 
-// warnExposed warns when a listen address is not loopback: a container reaches every
-// address of its host through the runner network's gateway, so a listener on one (or
-// on all, "0.0.0.0", ":8080") is reachable from inside every bridge plugin.
+// warnExposed warns, when host protection is off, that a listen address is not
+// loopback: a container reaches every address of its host through the runner network's
+// gateway, so a listener on one (or on all, "0.0.0.0", ":8080") is reachable from inside
+// every bridge plugin.
 func (l *loader) warnExposed(attrs hcl.Attributes, name, addr, what string) {
 	a := attrs[name]
 	if a == nil {
@@ -187,9 +191,9 @@ func (l *loader) warnExposed(attrs hcl.Attributes, name, addr, what string) {
 	l.diags = append(l.diags, &hcl.Diagnostic{
 		Severity: hcl.DiagWarning,
 		Summary:  "Listener reachable from plugins",
-		Detail: fmt.Sprintf("%s = %q is not a loopback address: from inside their containers plugins reach every "+
-			"address of the host but loopback, so they can reach %s. If it must listen there, firewall the runner "+
-			"network off it", name, addr, what),
+		Detail: fmt.Sprintf("%s = %q is not a loopback address and protect_host = false: from inside their containers "+
+			"plugins reach every address of the host but loopback, so they can reach %s. Set protect_host = true, "+
+			"listen on loopback, or firewall the runner network off it", name, addr, what),
 		Subject: a.Expr.Range().Ptr(),
 	})
 }

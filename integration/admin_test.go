@@ -33,8 +33,12 @@ func TestAdminCLI(t *testing.T) {
 			t.Fatalf("exit %d: %s", code, errb)
 		}
 		lines := strings.Split(strings.TrimSpace(out), "\n")
-		if len(lines) != 3 || !regexp.MustCompile(`^NAME +STATE +GEN +UPTIME +RESTARTS +IMAGE +LAST ERROR$`).MatchString(lines[0]) {
+		if len(lines) != 4 || !regexp.MustCompile(`^NAME +STATE +GEN +UPTIME +RESTARTS +IMAGE +LAST ERROR$`).MatchString(lines[0]) {
 			t.Fatalf("ps output:\n%s", out)
+		}
+		// The last line says what plugins can reach of the host (on, off or unavailable).
+		if !strings.Contains(lines[3], "host protection") {
+			t.Errorf("ps does not end with the host protection line: %q", lines[3])
 		}
 		if !regexp.MustCompile(`^ghost +failed +- +- +0 +- +.*does-not-exist`).MatchString(lines[1]) {
 			t.Errorf("ghost line: %q", lines[1])
@@ -44,7 +48,7 @@ func TestAdminCLI(t *testing.T) {
 		}
 		// Columns are aligned: STATE starts at the same offset on every line.
 		col := strings.Index(lines[0], "STATE")
-		for _, l := range lines[1:] {
+		for _, l := range lines[1:3] {
 			if l[col-2:col] != "  " || l[col] == ' ' {
 				t.Errorf("column STATE not aligned at %d in %q", col, l)
 			}

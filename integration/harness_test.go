@@ -68,13 +68,22 @@ func startRunnerIn(t *testing.T, dir string, extraArgs ...string) *runnerProc {
 // the place for them.
 func startRunnerEnv(t *testing.T, dir string, env []string, extraArgs ...string) *runnerProc {
 	t.Helper()
+	return startRunnerCmd(t, dir, func(cmd *exec.Cmd) {
+		if env != nil {
+			cmd.Env = append(os.Environ(), env...)
+		}
+	}, extraArgs...)
+}
+
+// startRunnerCmd is startRunnerIn with the command adjusted by prepare before it starts
+// (its environment, the namespaces it runs in).
+func startRunnerCmd(t *testing.T, dir string, prepare func(*exec.Cmd), extraArgs ...string) *runnerProc {
+	t.Helper()
 	rp := &runnerProc{t: t, dir: dir, exited: make(chan struct{})}
 	args := append([]string{"up", "-c", filepath.Join(dir, "plugins.hcl")}, extraArgs...)
 	rp.cmd = exec.Command(runnerBin, args...)
 	rp.cmd.Dir = dir
-	if env != nil {
-		rp.cmd.Env = append(os.Environ(), env...)
-	}
+	prepare(rp.cmd)
 	outR, outW := io.Pipe()
 	rp.cmd.Stdout = outW
 	rp.cmd.Stderr = &lockedWriter{mu: &rp.mu, w: &rp.stderr}
@@ -218,6 +227,7 @@ func (rp *runnerProc) forceCleanup() {
 		_ = exec.Command("docker", append([]string{"rm", "-f"}, ids...)...).Run()
 	}
 	_ = exec.Command("docker", "network", "rm", "xcore-"+rp.runnerID).Run()
+	removeHostRules(rp.runnerID) // a runner killed with -9 leaves its table
 	// Images the runner built from plugin folders carry its label too.
 	if out, _ := exec.Command("docker", "images", "-q", "--filter", "label=io.xcore.runner="+rp.runnerID).Output(); len(out) > 0 {
 		_ = exec.Command("docker", append([]string{"rmi", "-f"}, strings.Fields(string(out))...)...).Run()

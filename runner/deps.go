@@ -15,6 +15,7 @@ import (
 // and tests use a fake.
 type Sandbox interface {
 	Images
+	Protector
 	EnsureNetwork(ctx context.Context) (sandbox.Network, error)
 	// RemoveNetwork removes the runner's network; kept, when not empty, says why it is
 	// still there (not an error).

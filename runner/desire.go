@@ -12,7 +12,9 @@ import (
 // when they changed.
 func (r *Runner) resolveAll(ctx context.Context, cfg *config.Config) map[string]Desired {
 	port, _ := ReadSidecarPort(cfg.Runner.StateDir)
-	return desire(ctx, cfg, r.sb, r.build, port, false)
+	desired := desire(ctx, cfg, r.sb, r.build, port, false)
+	r.refuseUnenforceable(cfg, desired)
+	return desired
 }
 
 // build resolves a plugin's folder to its image, building it when it changed; the

@@ -148,6 +148,7 @@ func (r *Runner) reconcile(ctx context.Context, reload bool) ReloadResult {
 		r.mu.Lock()
 		r.cfg = next
 		r.mu.Unlock()
+		r.updateEgress(ctx, cfg, next) // before the supervisors see next: no start races it
 		r.watchBuilds(next)
 		r.log.Info("config reloaded", "plugins", len(next.Plugins), "files", len(next.Files))
 	}

@@ -16,10 +16,12 @@ import (
 	"net/http"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/xcore/runner/config"
 	"github.com/xcore/runner/proxy"
+	"github.com/xcore/runner/sandbox"
 )
 
 // Options configures a Runner.
@@ -78,6 +80,8 @@ type Runner struct {
 	ownSvc  bool     // created by Start: closed by Shutdown
 	sidecar *sidecar
 
+	protected atomic.Pointer[sandbox.Protected] // what the backend enforces; nil before Start asks
+
 	ctx    context.Context // lives from Start to Shutdown; all background work hangs off it
 	cancel context.CancelFunc
 	owner  owner // every goroutine the runner starts
@@ -134,6 +138,9 @@ func (r *Runner) Start(ctx context.Context) error {
 		return err
 	}
 	if err := r.startServices(cfg, netw.Gateway); err != nil {
+		return err
+	}
+	if err := r.protect(ctx, cfg); err != nil { // after the sidecar listens, before any plugin starts
 		return err
 	}
 	res := r.pass(ctx, cfg, true, false)
@@ -308,6 +315,7 @@ func (r *Runner) Shutdown(ctx context.Context) error {
 	}
 	wg.Wait()
 	report.Removed = len(insts)
+	r.unprotect(ctx, &errs)
 	r.closeServices(ctx, &errs)
 	r.mu.Lock()
 	sups := r.sups

@@ -62,6 +62,7 @@ type fakeSandbox struct {
 	builds      int                      // images built
 	inRun       int                      // Run calls under way
 	maxInRun    int                      // the most Run calls ever under way at once
+	guard       fakeGuard                // the host rules (protect_test.go)
 }
 
 type fakeCtr struct {

@@ -65,6 +65,7 @@ func containerSpec(p *config.Plugin, d Desired, gen, replica int) sandbox.Spec {
 		User:        s.User,
 		Runtime:     s.Runtime,
 		StopTimeout: p.Supervisor.StopTimeout,
+		Egress:      sandbox.Egress(p.Supervisor.Egress), // not in the snapshot: applied live
 	}
 }
 

@@ -86,6 +86,9 @@ type Spec struct {
 	// RunDir, for NetworkNone, is the runner's folder that the instance sees at
 	// SocketDir. It is the only host path ever given to a plugin.
 	RunDir string
+	// Egress is where a NetworkBridge instance may send what the host forwards (see
+	// Protection). A backend refuses to start an instance whose limit it cannot enforce.
+	Egress Egress
 }
 
 // Instance is what the runner needs to know of one running (or exited) instance.

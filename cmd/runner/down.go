@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"sort"
 	"sync"
 	"time"
@@ -19,7 +21,7 @@ import (
 const defaultStopTimeout = 10 * time.Second
 
 func cmdDown(args []string, stdout, stderr io.Writer) error {
-	fs, cfgPath := newFlags("down", "Stop and remove every container and the network of the runner of this config\n(found by their Docker labels), also when the runner is not running — after a\ncrash, a kill -9 or `runner up --keep`. Needs Docker, not the admin API.", stderr)
+	fs, cfgPath := newFlags("down", "Stop and remove every container, the network and the host rules of the runner of\nthis config (found by their Docker labels and the runner id), also when the runner\nis not running — after a crash, a kill -9 or `runner up --keep`. Needs Docker, not\nthe admin API.", stderr)
 	force := fs.Bool("force", false, "go ahead even when a runner answers on the admin address (it would restart what is removed)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -92,6 +94,18 @@ func cmdDown(args []string, stdout, stderr io.Writer) error {
 		failed++
 	default:
 		fmt.Fprintf(stdout, "network %s removed (or already gone)\n", sb.NetworkName())
+	}
+	// After the containers: the rules protect the host for as long as a plugin runs.
+	removed, err := sb.Unprotect(ctx)
+	switch {
+	case errors.Is(err, os.ErrPermission):
+		// Only a runner with CAP_NET_ADMIN can have installed them; this one cannot tell.
+		fmt.Fprintf(stderr, "host rules (%s) not checked: %v\n", sb.HostRules(), err)
+	case err != nil:
+		fmt.Fprintf(stderr, "host rules (%s): %v\n", sb.HostRules(), err)
+		failed++
+	case removed:
+		fmt.Fprintf(stdout, "host rules %s removed\n", sb.HostRules())
 	}
 	if failed > 0 {
 		return fmt.Errorf("%d objects could not be removed", failed)

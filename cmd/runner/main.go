@@ -31,7 +31,7 @@ Commands:
   reload    make the running runner apply its config files now (like SIGHUP)
   restart   replace a plugin's container by a fresh one, start-first
   call      send a request to a plugin through the public proxy
-  down      stop and remove the runner's containers and network, even if it is dead
+  down      stop and remove the runner's containers, network and host rules, even if it is dead
   init      write a new plugin's repository: the plugin on the kit, Dockerfile,
             Makefile, plugins.hcl and a test under the real runner
   version   print the version

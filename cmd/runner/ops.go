@@ -45,6 +45,13 @@ func cmdPs(args []string, stdout, stderr io.Writer) error {
 		st[i] = p.Status
 	}
 	printPs(stdout, st, time.Now())
+	var info admin.Info
+	if err := c.getJSON(ctx, "/v1/runner", &info); err != nil {
+		return err
+	}
+	if info.HostProtection != nil {
+		fmt.Fprintln(stdout, protectionLine(info.HostProtection))
+	}
 	return nil
 }
 

@@ -112,12 +112,16 @@ func cmdUp(args []string, stdout, stderr io.Writer) error {
 			}
 			return ""
 		},
+		Protection: r.Protected,
 	})
 	defer stopAdmin() // after the runner's Shutdown: the API reports the plugins stopping
 	fmt.Fprintf(stdout, "admin http://%s/ (token in %s)\n", aln.Addr(), cfg.Runner.AdminTokenFile)
 
 	begin := time.Now()
 	startErr := r.Start(ctx)
+	if p, ok := r.Protected(); ok {
+		fmt.Fprintln(stdout, protectionLine(admin.NewHostProtection(p)))
+	}
 	if startErr == nil {
 		addr := r.Addr().String()
 		proxyAddr.Store(&addr)
@@ -153,6 +157,18 @@ func cmdUp(args []string, stdout, stderr io.Writer) error {
 		return startErr
 	}
 	return shutErr
+}
+
+// protectionLine says what plugins can reach of the host, for `runner up` and `ps`:
+// a promise the runner cannot keep is a warning, never left unsaid.
+func protectionLine(h *admin.HostProtection) string {
+	switch {
+	case h.Unavailable != "":
+		return "WARNING " + h.Unavailable
+	case !h.Enforced:
+		return "WARNING host protection off (runner { protect_host = false }): plugins can reach every service of the host; egress limits enforced (" + h.Rules + ")"
+	}
+	return "host protection on: plugins reach the host only at their sidecar (" + h.Rules + ")"
 }
 
 // stoppedLine is `runner up`'s last line: what its shutdown left behind, if anything.

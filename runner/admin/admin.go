@@ -20,6 +20,7 @@ import (
 	"github.com/go-chi/chi/v5/middleware"
 
 	"github.com/xcore/runner/runner"
+	"github.com/xcore/runner/sandbox"
 )
 
 // Runner is what the admin API needs of a runner; *runner.Runner implements it.
@@ -52,6 +53,9 @@ type Options struct {
 	Version string
 	// ProxyAddr returns the public proxy's address (host:port) once it listens, "" before.
 	ProxyAddr func() string
+	// Protection returns what the backend enforces of host protection and egress;
+	// false before the runner asked (GET /v1/runner then leaves it out).
+	Protection func() (sandbox.Protected, bool)
 	// Heartbeat is the interval of the comment lines that keep an idle event stream
 	// open through proxies; 0 means 15s.
 	Heartbeat time.Duration
@@ -69,6 +73,7 @@ type server struct {
 	log       *slog.Logger
 	version   string
 	proxyAddr func() string
+	protected func() (sandbox.Protected, bool)
 	heartbeat time.Duration
 	started   time.Time
 }
@@ -78,7 +83,7 @@ type server struct {
 func New(o Options) http.Handler {
 	s := &server{
 		rt: o.Runner, token: []byte(o.Token), tokenFile: o.TokenFile, metrics: o.Metrics, history: o.History, log: o.Logger,
-		version: o.Version, proxyAddr: o.ProxyAddr, heartbeat: o.Heartbeat, started: time.Now(),
+		version: o.Version, proxyAddr: o.ProxyAddr, protected: o.Protection, heartbeat: o.Heartbeat, started: time.Now(),
 	}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -88,6 +93,9 @@ func New(o Options) http.Handler {
 	}
 	if s.proxyAddr == nil {
 		s.proxyAddr = func() string { return "" }
+	}
+	if s.protected == nil {
+		s.protected = func() (sandbox.Protected, bool) { return sandbox.Protected{}, false }
 	}
 
 	r := chi.NewRouter()
@@ -203,10 +211,34 @@ type Info struct {
 	Listen    string    `json:"listen"` // the public proxy's address; "" while starting
 	StartedAt time.Time `json:"started_at"`
 	Plugins   int       `json:"plugins"`
+	// HostProtection is left out until the runner has asked the backend for it.
+	HostProtection *HostProtection `json:"host_protection,omitempty"`
+}
+
+// HostProtection says what the runner's host rules enforce (README: What a plugin can
+// reach).
+type HostProtection struct {
+	// Enforced: plugins reach the host only at their sidecar. False with
+	// runner { protect_host = false } or where it is unavailable (see Unavailable).
+	Enforced bool `json:"enforced"`
+	// Egress: egress = "none" and CIDR lists are enforced; plugins with one do not
+	// start where it is false.
+	Egress      bool   `json:"egress"`
+	Rules       string `json:"rules,omitempty"`       // where: "nftables table inet xcore-<id>"
+	Unavailable string `json:"unavailable,omitempty"` // which promise cannot be kept here, and why
+}
+
+// NewHostProtection is the API's form of what the backend enforces.
+func NewHostProtection(p sandbox.Protected) *HostProtection {
+	return &HostProtection{Enforced: p.Host, Egress: p.Egress, Rules: p.Rules, Unavailable: p.Unavailable}
 }
 
 func (s *server) runnerInfo(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, Info{Version: s.version, Listen: s.proxyAddr(), StartedAt: s.started, Plugins: len(s.rt.Statuses())})
+	info := Info{Version: s.version, Listen: s.proxyAddr(), StartedAt: s.started, Plugins: len(s.rt.Statuses())}
+	if p, ok := s.protected(); ok {
+		info.HostProtection = NewHostProtection(p)
+	}
+	writeJSON(w, http.StatusOK, info)
 }
 
 func (s *server) listPlugins(w http.ResponseWriter, r *http.Request) {

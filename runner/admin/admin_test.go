@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/xcore/runner/runner"
+	"github.com/xcore/runner/sandbox"
 )
 
 func wantProblem(t *testing.T, resp *http.Response, status int) Problem {
@@ -141,6 +142,30 @@ func TestRunnerInfo(t *testing.T) {
 	}
 	if info.Version != "v1.2.3" || info.Listen != "127.0.0.1:8080" || info.Plugins != 2 || info.StartedAt.IsZero() {
 		t.Errorf("info = %+v", info)
+	}
+	if info.HostProtection != nil {
+		t.Errorf("host_protection %+v before the runner asked for it, want none", info.HostProtection)
+	}
+}
+
+// TestRunnerInfoHostProtection: GET /v1/runner says when plugins can reach the host.
+func TestRunnerInfoHostProtection(t *testing.T) {
+	t.Parallel()
+	const why = "host protection unavailable: the runner lacks CAP_NET_ADMIN"
+	h := newHarness(t, Options{Protection: func() (sandbox.Protected, bool) { return sandbox.Protected{Unavailable: why}, true }})
+	body := readAll(t, h.do("GET", "/v1/runner", nil))
+	var info struct {
+		HostProtection map[string]any `json:"host_protection"`
+	}
+	if err := json.Unmarshal([]byte(body), &info); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]any{"enforced": false, "egress": false, "unavailable": why}
+	if !reflect.DeepEqual(info.HostProtection, want) {
+		t.Errorf("host_protection = %v, want %v", info.HostProtection, want)
+	}
+	if page := readAll(t, h.do("GET", "/", nil)); !strings.Contains(page, why) {
+		t.Errorf("the status page does not say %q", why)
 	}
 }
 

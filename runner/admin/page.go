@@ -107,6 +107,7 @@ type pageData struct {
 	Title     string
 	Version   string
 	Proxy     string
+	Exposed   string // why plugins may reach the host, when they may
 	TokenFile string
 	Error     string
 	Next      string
@@ -121,6 +122,12 @@ type pageData struct {
 
 func (s *server) render(w http.ResponseWriter, status int, page string, d pageData) {
 	d.Version, d.Proxy, d.TokenFile = s.version, s.proxyAddr(), s.tokenFile
+	if p, ok := s.protected(); ok && !p.Host {
+		d.Exposed = p.Unavailable
+		if d.Exposed == "" {
+			d.Exposed = "host protection off (runner { protect_host = false }): plugins can reach every service of the host"
+		}
+	}
 	var buf bytes.Buffer
 	if err := pages[page].Execute(&buf, d); err != nil {
 		s.log.Error("admin: render page", "page", page, "err", err)

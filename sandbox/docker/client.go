@@ -25,6 +25,7 @@ type Client struct {
 	api      *client.Client
 	runnerID string
 	log      *slog.Logger
+	guard    guard // the host rules (protect.go)
 }
 
 // New connects to the engine named by the DOCKER_* environment (the local socket by

@@ -11,15 +11,21 @@ import (
 
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/network"
 	"github.com/moby/moby/client"
 
 	"github.com/xcore/runner/sandbox"
 )
 
 // Run creates and starts the container of spec and returns it with its endpoint. A
-// container that was created but failed to start is removed before Run returns.
+// container that was created but failed to start is removed before Run returns. A
+// bridge container's addresses are registered with the host rules (its plugin's egress)
+// before Run returns; one whose egress limit cannot be enforced is not created.
 func (c *Client) Run(ctx context.Context, spec sandbox.Spec) (sandbox.Instance, error) {
 	name := ContainerName(c.runnerID, spec.Plugin, spec.Generation, spec.Replica)
+	if err := c.admissible(spec); err != nil {
+		return sandbox.Instance{}, fmt.Errorf("start %s: %w", name, err)
+	}
 	id, err := c.create(ctx, spec, name)
 	if err != nil {
 		return sandbox.Instance{}, err
@@ -28,11 +34,12 @@ func (c *Client) Run(ctx context.Context, spec sandbox.Spec) (sandbox.Instance, 
 		c.removeQuietly(id)
 		return sandbox.Instance{}, fmt.Errorf("start %s: %w", name, err)
 	}
-	ctr, err := c.Inspect(ctx, id)
+	raw, err := c.inspectRaw(ctx, id)
 	if err != nil {
 		c.removeQuietly(id)
-		return sandbox.Instance{}, err
+		return sandbox.Instance{}, fmt.Errorf("inspect container %s: %w", id, err)
 	}
+	ctr := c.fromInspect(raw)
 	if !ctr.Running {
 		c.removeQuietly(id)
 		return sandbox.Instance{}, fmt.Errorf("start %s: %s", name, ctr.ExitReason())
@@ -44,6 +51,16 @@ func (c *Client) Run(ctx context.Context, spec sandbox.Spec) (sandbox.Instance, 
 	if ctr.Endpoint.IsZero() {
 		c.removeQuietly(id)
 		return sandbox.Instance{}, fmt.Errorf("start %s: no endpoint for port %d (status %s)", name, spec.Port, ctr.Status)
+	}
+	if spec.Network != sandbox.NetworkNone {
+		var ep *network.EndpointSettings
+		if raw.NetworkSettings != nil {
+			ep = raw.NetworkSettings.Networks[c.NetworkName()]
+		}
+		if err := c.admit(ctx, spec, id, endpointAddrs(ep)); err != nil {
+			c.removeQuietly(id)
+			return sandbox.Instance{}, fmt.Errorf("start %s: %w", name, err)
+		}
 	}
 	return ctr, nil
 }
@@ -203,16 +220,16 @@ func (c *Client) Stop(ctx context.Context, id string, timeout time.Duration) err
 }
 
 // Remove force-removes a container (and its anonymous volumes); gone counts as removed.
+// Its addresses leave the host rules with it.
 func (c *Client) Remove(ctx context.Context, id string) error {
 	ctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
 	_, err := c.api.ContainerRemove(ctx, id, client.ContainerRemoveOptions{Force: true, RemoveVolumes: true})
+	// Conflict: "removal already in progress" — someone else is removing it.
 	if err = ignoreGone(err); err != nil && !cerrdefs.IsConflict(err) {
 		return fmt.Errorf("remove container %s: %w", id, err)
-	} else if err != nil {
-		// Conflict: "removal already in progress" — someone else is removing it.
-		return nil
 	}
+	c.forget(ctx, id)
 	return nil
 }
 

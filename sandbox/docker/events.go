@@ -193,6 +193,11 @@ func (c *Client) pump(ctx context.Context, s *eventStreams, out chan<- sandbox.E
 			continue
 		}
 		c.log.Debug("docker event", "kind", ev.Kind, "action", msg.Action, "id", msg.Actor.ID)
+		if ev.Kind == sandbox.EventDie {
+			// The engine frees a dead container's address for the next one to start,
+			// which must not inherit its egress: unregistered now, not at its removal.
+			c.forget(ctx, ev.InstanceID)
+		}
 		if !send(ctx, out, ev) {
 			return ctx.Err()
 		}

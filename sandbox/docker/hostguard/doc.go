@@ -50,9 +50,13 @@
 // removes it by runner id without a Guard (`runner down` after a crash). Nothing else
 // is ever touched: every object is inside the runner's own table.
 //
-// Egress is kept per container address in sets (restrict4/6: restricted addresses,
-// allow4/6: address . allowed destination, concatenated interval sets), so a change
-// is one netlink batch of set elements and no rule is rebuilt.
+// Egress is kept per container address in sets (known4/6: registered addresses,
+// restrict4/6: restricted ones, allow4/6: address . allowed destination, concatenated
+// interval sets), so a change is one netlink batch of set elements and no rule is
+// rebuilt. Every container is registered, "all" included, and what an unregistered
+// address sends through the host is dropped: a container that starts sends nothing
+// anywhere but the sidecar until the backend has given its address a policy, so the
+// moment between a container's start and SetEgress fails closed.
 //
 // Containers cannot forge their source address for the egress rules: plugins run with
 // every capability dropped, so without CAP_NET_RAW they cannot send raw packets.

@@ -8,8 +8,8 @@ import (
 )
 
 // Egress is where a container may send traffic that the host forwards (anything but the
-// host itself, which is host protection's business). The zero value is "all": no rule
-// at all for the container. Its fields match config.Egress, so the backend converts
+// host itself, which is host protection's business). The zero value is "all": no limit
+// for the container once registered (see Guard.SetEgress). Its fields match config.Egress, so the backend converts
 // with hostguard.Egress(sup.Egress).
 type Egress struct {
 	// Restrict: only Allow is reachable. False: every destination (Allow is ignored).

@@ -41,6 +41,8 @@ type Config struct {
 	Sidecar []netip.AddrPort
 	// Egress is the policy of each container address already running (adopted after a
 	// restart), installed in the same transaction as the table: no moment without it.
+	// An address not listed (nor given a policy later by SetEgress) sends nothing
+	// through the host: list every running container, with EgressAll if need be.
 	Egress map[netip.Addr]Egress
 }
 
@@ -105,7 +107,7 @@ type Guard struct {
 	sets  sets
 
 	mu     sync.Mutex
-	egress map[netip.Addr]egressElems // restricted addresses only
+	egress map[netip.Addr]egressElems // every registered address, "all" included
 	closed bool
 }
 
@@ -143,9 +145,7 @@ func Install(ctx context.Context, cfg Config, opts ...Option) (*Guard, error) {
 		if err != nil {
 			return nil, fmt.Errorf("egress for %s: %w", addr, err)
 		}
-		if el.restrict {
-			g.egress[el.addr] = el // keyed unmapped: ::ffff:a.b.c.d and a.b.c.d are one
-		}
+		g.egress[el.addr] = el // keyed unmapped: ::ffff:a.b.c.d and a.b.c.d are one
 	}
 	elems := make([]egressElems, 0, len(g.egress))
 	for _, el := range g.egress {
@@ -210,8 +210,10 @@ func (n Network) check(addr netip.Addr) error {
 func (g *Guard) Table() string { return "inet " + g.table.Name }
 
 // SetEgress makes e the policy of the container at addr, replacing what addr had, in
-// one transaction. The backend calls it for each address (IPv4 and IPv6) of an instance
-// before it starts serving, and again with its new address after a restart.
+// one transaction, and registers addr: until then nothing it sends through the host
+// passes (the start-up window fails closed). The backend calls it for each address
+// (IPv4 and IPv6) of an instance as soon as it knows them, EgressAll included, and
+// again with its new address after a restart.
 func (g *Guard) SetEgress(ctx context.Context, addr netip.Addr, e Egress) error {
 	if err := g.cfg.Network.check(addr); err != nil {
 		return err
@@ -224,8 +226,9 @@ func (g *Guard) SetEgress(ctx context.Context, addr netip.Addr, e Egress) error 
 	return g.update(ctx, addr, &next)
 }
 
-// ClearEgress forgets the policy of addr (its container stopped): the address may be
-// handed to another container, which must not inherit it.
+// ClearEgress forgets the policy and the registration of addr (its container is
+// gone): the address may be handed to another container, which must not inherit it,
+// and sends nothing through the host until that container is registered.
 func (g *Guard) ClearEgress(ctx context.Context, addr netip.Addr) error {
 	addr = addr.Unmap()
 	return g.update(ctx, addr, nil)
@@ -239,26 +242,24 @@ func (g *Guard) update(ctx context.Context, addr netip.Addr, next *egressElems) 
 		return ErrClosed
 	}
 	prev, had := g.egress[addr]
-	if next != nil && !next.restrict {
-		next = nil // "all" is the absence of elements
-	}
 	if !had && next == nil {
 		return nil
 	}
-	if had && next != nil && slices.EqualFunc(prev.allow, next.allow, sameElem) {
+	if had && next != nil && prev.restrict == next.restrict && slices.EqualFunc(prev.allow, next.allow, sameElem) {
 		return nil
 	}
 	c, err := g.opts.conn(ctx)
 	if err != nil {
 		return err
 	}
+	// A policy that replaces another keeps the registration: no moment unregistered.
 	if had {
-		if err := prev.del(c, g.sets); err != nil {
+		if err := prev.del(c, g.sets, next == nil); err != nil {
 			return err
 		}
 	}
 	if next != nil {
-		if err := next.add(c, g.sets); err != nil {
+		if err := next.add(c, g.sets, !had); err != nil {
 			return err
 		}
 	}

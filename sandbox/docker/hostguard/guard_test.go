@@ -3,6 +3,7 @@ package hostguard
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -38,7 +39,9 @@ func TestHostProtection(t *testing.T) {
 	linkLocal := netip.AddrPortFrom(netip.MustParseAddr("fe80::213:1%eth0"), uint16(service6))
 	tp.reachable(tp.c1, linkLocal, "no rules: host service at the gateway's link-local address")
 
-	g := tp.install(tp.config("t1", sidecar))
+	cfg := tp.config("t1", sidecar)
+	cfg.Egress = map[netip.Addr]Egress{tp.c1v4: EgressAll, tp.c1v6: EgressAll, tp.c2v4: EgressAll}
+	g := tp.install(cfg)
 	table := TableName("t1")
 	tp.blocked(tp.c1, ap(tp.gw4, service), table, "host service through the gateway")
 	tp.blocked(tp.c1, ap(tp.hostOther, service), table, "host service on another host address")
@@ -114,6 +117,11 @@ func TestEgress(t *testing.T) {
 	service := tp.listen(tp.host, "0.0.0.0:0")
 	g := tp.install(tp.config("t3", sidecar))
 	table := TableName("t3")
+	for _, addr := range []netip.Addr{tp.c1v4, tp.c2v4} {
+		if err := g.SetEgress(ctx, addr, EgressAll); err != nil {
+			t.Fatal(err)
+		}
+	}
 
 	tp.reachable(tp.c1, ap(tp.far4a, a), "egress all")
 	if err := g.SetEgress(ctx, tp.c1v4, EgressNone); err != nil {
@@ -147,18 +155,60 @@ func TestEgress(t *testing.T) {
 	}
 	tp.reachable(tp.c1, ap(tp.far4b, a), "overlapping CIDR list")
 
-	if err := g.ClearEgress(ctx, tp.c1v4); err != nil {
-		t.Fatal(err)
-	}
-	tp.reachable(tp.c1, ap(tp.far4b, a), "after ClearEgress")
 	if err := g.SetEgress(ctx, tp.c1v4, EgressAll); err != nil {
 		t.Fatal(err)
 	}
+	tp.reachable(tp.c1, ap(tp.far4b, a), "back to egress all")
+	if err := g.ClearEgress(ctx, tp.c1v4); err != nil {
+		t.Fatal(err)
+	}
+	tp.blocked(tp.c1, ap(tp.far4b, a), table, "after ClearEgress: unregistered")
 	if err := g.ClearEgress(ctx, tp.c1v4); err != nil {
 		t.Errorf("ClearEgress twice: %v", err)
 	}
 	if err := g.SetEgress(ctx, netip.MustParseAddr("10.99.0.2"), EgressNone); err == nil {
 		t.Error("SetEgress for an address off the network: no error")
+	}
+}
+
+// TestUnregisteredFailsClosed: a container the backend has not registered yet (it
+// started a moment ago) sends nothing through the host, whatever the host-protection
+// setting; it reaches the sidecar, and the host reaches it. Registering it, "all"
+// included, lets it out; unregistering shuts it again.
+func TestUnregisteredFailsClosed(t *testing.T) {
+	t.Parallel()
+	for _, protect := range []bool{true, false} {
+		t.Run(fmt.Sprintf("protect_host=%v", protect), func(t *testing.T) {
+			t.Parallel()
+			tp := newTopo(t)
+			sidecar := tp.listen(tp.host, tp.gw4.String()+":0")
+			far := tp.listen(tp.out, "0.0.0.0:0")
+			far6 := tp.listen(tp.out, "[::]:0")
+			plugin := tp.listen(tp.c1, "0.0.0.0:0")
+			id := fmt.Sprintf("t8-%v", protect)
+			cfg := tp.config(id, sidecar)
+			cfg.ProtectHost = protect
+			g := tp.install(cfg)
+			table := TableName(id)
+
+			tp.blocked(tp.c1, ap(tp.far4a, far), table, "unregistered: elsewhere")
+			tp.blocked(tp.c1, ap(tp.far6a, far6), table, "unregistered: elsewhere over IPv6")
+			tp.reachable(tp.host, ap(tp.c1v4, plugin), "unregistered: host → plugin")
+			if protect {
+				tp.reachable(tp.c1, ap(tp.gw4, sidecar), "unregistered: the sidecar")
+			}
+
+			if err := g.SetEgress(ctx, tp.c1v4, EgressAll); err != nil {
+				t.Fatal(err)
+			}
+			tp.reachable(tp.c1, ap(tp.far4a, far), "registered with egress all")
+			tp.blocked(tp.c1, ap(tp.far6a, far6), table, "the IPv6 address is registered on its own")
+			tp.blocked(tp.c2, ap(tp.far4a, far), table, "another container stays unregistered")
+			if err := g.ClearEgress(ctx, tp.c1v4); err != nil {
+				t.Fatal(err)
+			}
+			tp.blocked(tp.c1, ap(tp.far4a, far), table, "unregistered again")
+		})
 	}
 }
 
@@ -191,8 +241,9 @@ func TestInstallReplaces(t *testing.T) {
 		t.Fatal(err)
 	}
 	rulesBefore := tp.ruleCount(TableName("t5"))
-	// kill -9: old is never uninstalled. The restarted runner adopts c2 with egress none.
-	cfg.Egress = map[netip.Addr]Egress{tp.c2v4: EgressNone}
+	// kill -9: old is never uninstalled. The restarted runner adopts c1 with egress all
+	// and c2 with egress none.
+	cfg.Egress = map[netip.Addr]Egress{tp.c1v4: EgressAll, tp.c2v4: EgressNone}
 	g := tp.install(cfg)
 	g = tp.install(cfg) // and once more, for good measure
 

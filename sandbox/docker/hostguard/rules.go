@@ -15,8 +15,10 @@ import (
 // bridge br-x, sidecar 172.18.0.1:41000):
 //
 //	table inet xcore-<id> {
+//		set known4 { type ipv4_addr }                        # every registered container, "all" included
 //		set restrict4 { type ipv4_addr }                     # containers with egress none or a list
 //		set allow4 { type ipv4_addr . ipv4_addr; flags interval }  # container . allowed destination
+//		set known6 { type ipv6_addr }
 //		set restrict6 { type ipv6_addr }
 //		set allow6 { type ipv6_addr . ipv6_addr; flags interval }
 //		chain input {
@@ -32,12 +34,19 @@ import (
 //			iifname != "br-x" return
 //			ct state established,related ct direction reply accept
 //			ct status dnat counter drop       # a port the host publishes is a host service too
+//			ip saddr != @known4 counter drop  # not registered yet: fail closed
+//			ip6 saddr != @known6 counter drop
 //			ip saddr . ip daddr @allow4 accept
 //			ip saddr @restrict4 counter drop
 //			ip6 saddr . ip6 daddr @allow6 accept
 //			ip6 saddr @restrict6 counter drop
 //		}
 //	}
+//
+// A container is registered (known4/6) by SetEgress, "all" included, once the backend
+// knows its address. Until then — between its start and that call — whatever it sends
+// through the host is dropped: the start-up window fails closed. The input chain does not
+// ask: an unregistered container reaches the sidecar like any other, and nothing else.
 //
 // Every accept only ends OUR chain: other tables (Docker's) still see the packet and may
 // drop it. Only our drops are final. So the table can never open what Docker closes.
@@ -46,6 +55,8 @@ import (
 const (
 	chainInput    = "input"
 	chainForward  = "forward"
+	setKnown4     = "known4"
+	setKnown6     = "known6"
 	setRestrict4  = "restrict4"
 	setAllow4     = "allow4"
 	setRestrict6  = "restrict6"
@@ -73,7 +84,7 @@ const (
 
 // sets are the runner table's named sets, as values to add elements to.
 type sets struct {
-	restrict4, allow4, restrict6, allow6 *nftables.Set
+	known4, restrict4, allow4, known6, restrict6, allow6 *nftables.Set
 }
 
 // newSets names the sets. Their IDs (which rules of the same batch refer to) are set
@@ -88,6 +99,8 @@ func newSets(t *nftables.Table) sets {
 		restrict6: &nftables.Set{Table: t, ID: 3, Name: setRestrict6, KeyType: nftables.TypeIP6Addr},
 		allow6: &nftables.Set{Table: t, ID: 4, Name: setAllow6, Interval: true, Concatenation: true,
 			KeyType: nftables.MustConcatSetType(nftables.TypeIP6Addr, nftables.TypeIP6Addr)},
+		known4: &nftables.Set{Table: t, ID: 5, Name: setKnown4, KeyType: nftables.TypeIPAddr},
+		known6: &nftables.Set{Table: t, ID: 6, Name: setKnown6, KeyType: nftables.TypeIP6Addr},
 	}
 }
 
@@ -95,7 +108,7 @@ func newSets(t *nftables.Table) sets {
 // elements. The caller queues what comes before (the replace idiom) and flushes.
 func writeTable(c *nftables.Conn, t *nftables.Table, s sets, cfg Config, initial []egressElems) error {
 	c.AddTable(t)
-	for _, set := range []*nftables.Set{s.restrict4, s.allow4, s.restrict6, s.allow6} {
+	for _, set := range []*nftables.Set{s.known4, s.restrict4, s.allow4, s.known6, s.restrict6, s.allow6} {
 		if err := c.AddSet(set, nil); err != nil {
 			return fmt.Errorf("set %s: %w", set.Name, err)
 		}
@@ -137,13 +150,15 @@ func writeTable(c *nftables.Conn, t *nftables.Table, s sets, cfg Config, initial
 	if cfg.ProtectHost {
 		rule(fwd, "xcore: a port the host forwards (DNAT) is a host service", dnatted(), counted(expr.VerdictDrop))
 	}
+	rule(fwd, "xcore: not registered yet", family(unix.NFPROTO_IPV4), notMember(s.known4, offsetV4Saddr, 4), counted(expr.VerdictDrop))
+	rule(fwd, "xcore: not registered yet", family(unix.NFPROTO_IPV6), notMember(s.known6, offsetV6Saddr, 16), counted(expr.VerdictDrop))
 	rule(fwd, "", family(unix.NFPROTO_IPV4), pair(s.allow4, offsetV4Saddr, offsetV4Daddr, 4), verdict(expr.VerdictAccept))
 	rule(fwd, "xcore: egress limit", family(unix.NFPROTO_IPV4), member(s.restrict4, offsetV4Saddr, 4), counted(expr.VerdictDrop))
 	rule(fwd, "", family(unix.NFPROTO_IPV6), pair(s.allow6, offsetV6Saddr, offsetV6Daddr, 16), verdict(expr.VerdictAccept))
 	rule(fwd, "xcore: egress limit", family(unix.NFPROTO_IPV6), member(s.restrict6, offsetV6Saddr, 16), counted(expr.VerdictDrop))
 
 	for _, e := range initial {
-		if err := e.add(c, s); err != nil {
+		if err := e.add(c, s, true); err != nil {
 			return err
 		}
 	}
@@ -226,6 +241,14 @@ func member(s *nftables.Set, off, n uint32) []expr.Any {
 	}
 }
 
+// notMember matches a source address that is not in set s.
+func notMember(s *nftables.Set, off, n uint32) []expr.Any {
+	return []expr.Any{
+		&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: n},
+		&expr.Lookup{SourceRegister: reg1, SetName: s.Name, SetID: s.ID, Invert: true},
+	}
+}
+
 // pair matches source . destination in the concatenated set s.
 func pair(s *nftables.Set, src, dst, n uint32) []expr.Any {
 	second := uint32(reg32_01)
@@ -263,7 +286,8 @@ func native32(v uint32) []byte {
 	return b
 }
 
-// egressElems are the set elements that carry one address's egress policy.
+// egressElems are the set elements that carry one address's egress policy (its
+// registration aside: see add).
 type egressElems struct {
 	addr     netip.Addr
 	restrict bool
@@ -290,27 +314,33 @@ func elemsFor(addr netip.Addr, e Egress) (egressElems, error) {
 	return out, nil
 }
 
-func (e egressElems) sets(s sets) (restrict, allow *nftables.Set) {
+func (e egressElems) sets(s sets) (known, restrict, allow *nftables.Set) {
 	if e.addr.Is4() {
-		return s.restrict4, s.allow4
+		return s.known4, s.restrict4, s.allow4
 	}
-	return s.restrict6, s.allow6
+	return s.known6, s.restrict6, s.allow6
 }
 
-// add queues the elements; del queues their removal.
-func (e egressElems) add(c *nftables.Conn, s sets) error {
-	return e.apply(s, c.SetAddElements)
+// add queues the elements, with register also the address's registration (known4/6);
+// del queues their removal, with unregister the registration's too.
+func (e egressElems) add(c *nftables.Conn, s sets, register bool) error {
+	return e.apply(s, register, c.SetAddElements)
 }
 
-func (e egressElems) del(c *nftables.Conn, s sets) error {
-	return e.apply(s, c.SetDeleteElements)
+func (e egressElems) del(c *nftables.Conn, s sets, unregister bool) error {
+	return e.apply(s, unregister, c.SetDeleteElements)
 }
 
-func (e egressElems) apply(s sets, op func(*nftables.Set, []nftables.SetElement) error) error {
+func (e egressElems) apply(s sets, known bool, op func(*nftables.Set, []nftables.SetElement) error) error {
+	registry, restrict, allow := e.sets(s)
+	if known {
+		if err := op(registry, []nftables.SetElement{{Key: e.addr.AsSlice()}}); err != nil {
+			return fmt.Errorf("registration of %s: %w", e.addr, err)
+		}
+	}
 	if !e.restrict {
 		return nil
 	}
-	restrict, allow := e.sets(s)
 	if err := op(restrict, []nftables.SetElement{{Key: e.addr.AsSlice()}}); err != nil {
 		return fmt.Errorf("egress of %s: %w", e.addr, err)
 	}
