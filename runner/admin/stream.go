@@ -62,11 +62,8 @@ func (s *server) logs(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, http.StatusBadGateway, err.Error())
 		return
 	}
-	h := w.Header()
-	h.Set("Content-Type", "text/plain; charset=utf-8")
-	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("Cache-Control", "no-store")
-	h.Set("X-Accel-Buffering", "no")
+	textHeaders(w)
+	w.Header().Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
 	fl := http.NewResponseController(w)
 	_ = fl.Flush()
@@ -108,12 +105,17 @@ func (s *server) previousLogs(w http.ResponseWriter, name string) {
 		writeProblem(w, http.StatusNotFound, err.Error())
 		return
 	}
+	textHeaders(w)
+	fmt.Fprintf(w, "# %s (generation %d), removed %s; its last lines:\n", p.Container, p.Generation, p.Removed.UTC().Format(time.RFC3339))
+	_, _ = io.WriteString(w, p.Text)
+}
+
+// textHeaders are the headers of a log: plain text, never cached or sniffed.
+func textHeaders(w http.ResponseWriter) {
 	h := w.Header()
 	h.Set("Content-Type", "text/plain; charset=utf-8")
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Cache-Control", "no-store")
-	fmt.Fprintf(w, "# %s (generation %d), removed %s; its last lines:\n", p.Container, p.Generation, p.Removed.UTC().Format(time.RFC3339))
-	_, _ = io.WriteString(w, p.Text)
 }
 
 func genPrefix(gen int) []byte { return []byte(fmt.Sprintf("[gen %d] ", gen)) }
