@@ -69,6 +69,10 @@ func (s *supervisor) apply(ctx context.Context, w *work) {
 		s.r.log.Error("cannot apply change; current generation keeps serving", "plugin", s.name, "err", w.d.Err)
 		s.update(func(st *Status) { st.LastError = w.d.Err.Error() })
 	case w.d.Err != nil:
+		if s.cur != nil {
+			s.retire(s.cur) // a start under way for what was wanted before: not wanted now
+			s.cur = nil
+		}
 		if s.failReason != w.d.Err.Error() {
 			s.fail(w.d.Err.Error(), "")
 		}
