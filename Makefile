@@ -1,7 +1,7 @@
 # xcore runner. `make run` and `make test` work on a fresh Linux box with Go and a Docker
 # Engine (.ci/run installs the engine when it is missing).
 GO       ?= go
-EXAMPLES := hello slow crashy hog hang notes
+EXAMPLES := hello slow crashy hog hang notes selfcheck
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
 # testcontainers-go on this kind of host: no reaper image can be pulled, and without the
