@@ -450,3 +450,20 @@ func TestClusterSweepsOrphansAndShutsDown(t *testing.T) {
 		t.Errorf("%d units left after Shutdown", svcs)
 	}
 }
+
+// The plugin's restart budget still decides on a cluster: crashes past it fail the
+// plugin (503), even though the engine keeps its own count.
+func TestClusterRestartBudgetFailsThePlugin(t *testing.T) {
+	c := newFakeCluster()
+	c.images["web:1"] = "sha256:w"
+	p := clusterPlugin(1)
+	p.Supervisor.Restart.Attempts = 2
+	r := startCluster(t, c, testConfig(p))
+	c.events <- c.crash("web", 1, 1, 2)
+	waitFor(t, "restarted once", func() bool { return r.Statuses()[0].Restarts == 1 && r.Statuses()[0].State == StateHealthy })
+	c.events <- c.crash("web", 1, 1, 2)
+	waitFor(t, "failed", func() bool { return r.Statuses()[0].State == StateFailed })
+	if code, body := httpGet(t, "http://"+r.Addr().String()+"/plugins/web/"); code != 503 || !strings.Contains(body, "crashed 2 times") {
+		t.Errorf("failed plugin answers %d %q", code, body)
+	}
+}

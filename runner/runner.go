@@ -142,9 +142,7 @@ func (r *Runner) Start(ctx context.Context) error {
 	if err := r.startServices(cfg, netw.Gateway); err != nil {
 		return err
 	}
-	if err := r.joinPluginNetworks(ctx, cfg); err != nil {
-		return err
-	}
+	r.joinPluginNetworks(ctx, cfg)
 	res := r.pass(ctx, cfg, true, false)
 	if res.err != nil {
 		return res.err

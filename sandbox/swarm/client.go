@@ -128,7 +128,7 @@ func (c *Client) Gaps() []Gap { return append(Gaps(c.version), Always...) }
 func (c *Client) RunnerID() string { return c.runnerID }
 
 // NetworkName names the runner's networks for humans: one per plugin.
-func (c *Client) NetworkName() string { return PluginNetworkName(c.runnerID, "<plugin>") }
+func (c *Client) NetworkName() string { return PluginNetworkName(c.runnerID, "*") }
 
 // Close releases the client's connections.
 func (c *Client) Close() error { return c.api.Close() }
