@@ -4,7 +4,7 @@
 //
 //	GET /            "<greeting> from <hostname>": which instance answered
 //	GET /healthz     ok
-//	GET /sandbox     JSON: uid, gid, cap_eff, no_new_privs, memory and pids limits, cpu
+//	GET /sandbox     JSON: uid, gid, cap_eff, cap_bnd, no_new_privs, memory and pids limits, cpu
 //	                 quota, read-only root, writable /tmp and its mount options, PID 1
 //	GET /dial?addr=host:port  tries a TCP connection: "connected" or "error: ..."
 //
@@ -33,6 +33,7 @@ type report struct {
 	UID          string `json:"uid"` // effective
 	GID          string `json:"gid"`
 	CapEff       string `json:"cap_eff"` // hex mask
+	CapBnd       string `json:"cap_bnd"` // the bounding set: what the process could ever gain (0 with cap_drop ALL)
 	NoNewPrivs   string `json:"no_new_privs"`
 	Seccomp      string `json:"seccomp"`
 	MemoryLimit  int64  `json:"memory_limit"`
@@ -77,7 +78,7 @@ func inspect(host string) report {
 	rep := report{Hostname: host}
 	status := fields("/proc/self/status")
 	rep.UID, rep.GID = word(status["Uid"], 1), word(status["Gid"], 1)
-	rep.CapEff, rep.NoNewPrivs, rep.Seccomp = status["CapEff"], status["NoNewPrivs"], status["Seccomp"]
+	rep.CapEff, rep.CapBnd, rep.NoNewPrivs, rep.Seccomp = status["CapEff"], status["CapBnd"], status["NoNewPrivs"], status["Seccomp"]
 	// cgroup v1 mounts one hierarchy per controller, v2 one for all.
 	rep.MemoryLimit = first(limit("/sys/fs/cgroup/memory/memory.limit_in_bytes"), limit("/sys/fs/cgroup/memory.max"))
 	rep.SwapLimit = first(limit("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes"), limit("/sys/fs/cgroup/memory.swap.max"))

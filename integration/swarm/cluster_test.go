@@ -400,6 +400,19 @@ func (c *cluster) initSwarm(addr string) {
 			return err
 		})
 	}
+	// The engine leaves the (unmounted) files of its overlay namespaces behind for a
+	// while after leaving: ours go, nothing mounted and nothing older is touched.
+	netnsBefore, _ := filepath.Glob("/run/docker/netns/1-*")
+	c.cleanup("remove the overlay namespace files the swarm left", func() error {
+		mounts, _ := os.ReadFile("/proc/self/mountinfo")
+		files, _ := filepath.Glob("/run/docker/netns/1-*")
+		for _, f := range files {
+			if !slices.Contains(netnsBefore, f) && !bytes.Contains(mounts, []byte(" "+f+" ")) {
+				_ = os.Remove(f)
+			}
+		}
+		return nil
+	})
 	c.st.Swarm = true
 	c.save()
 	c.cleanup("the host engine leaves the swarm", func() error {

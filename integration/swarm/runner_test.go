@@ -50,11 +50,11 @@ func (c *cluster) startRunner(hcl string) *runnerCtr {
 	// `runner down` removes whatever it did not; runs before the swarm is left.
 	c.cleanup("stop the runner and remove what it ran", func() error {
 		_, _ = run(90*time.Second, nil, "docker", "stop", "-t", "60", r.name)
-		if logs, err := run(30*time.Second, nil, "docker", "logs", r.name); err == nil {
-			_ = os.WriteFile(filepath.Join(os.TempDir(), "xcore-swarmtest-"+c.id+"-runner.log"), []byte(logs), 0o644)
-			if t.Failed() {
-				t.Logf("runner log (last 60 lines):\n%s", tail(logs, 60))
-			}
+		if logs, err := run(30*time.Second, nil, "docker", "logs", r.name); err == nil && t.Failed() {
+			// Kept for whoever looks into the failure.
+			name := filepath.Join(os.TempDir(), "xcore-swarmtest-"+c.id+"-runner.log")
+			_ = os.WriteFile(name, []byte(logs), 0o644)
+			t.Logf("runner log (last 60 lines; all of it in %s):\n%s", name, tail(logs, 60))
 		}
 		_, _ = run(30*time.Second, nil, "docker", "rm", "-f", r.name)
 		out, err := run(2*time.Minute, nil, filepath.Join(c.dir, "img-runner", "bin", "runner"), "down", "--force", "--backend", "swarm", "-c", filepath.Join(r.cfgDir, "plugins.hcl"))

@@ -68,6 +68,7 @@ type sandboxReport struct {
 	UID          string `json:"uid"`
 	GID          string `json:"gid"`
 	CapEff       string `json:"cap_eff"`
+	CapBnd       string `json:"cap_bnd"`
 	NoNewPrivs   string `json:"no_new_privs"`
 	MemoryLimit  int64  `json:"memory_limit"`
 	SwapLimit    int64  `json:"swap_limit"`
@@ -208,8 +209,8 @@ func TestSwarm(t *testing.T) {
 		}
 		for host, rep := range reports {
 			node := byHost[host]
-			t.Logf("inside task %s on the %s: uid %s gid %s cap_eff %s no_new_privs %s memory %d pids %d cpu %d/%d read-only root %v /tmp %q (writable %v) pid1 %q swap+memory %d",
-				host, node, rep.UID, rep.GID, rep.CapEff, rep.NoNewPrivs, rep.MemoryLimit, rep.PidsLimit, rep.CPUQuotaUS, rep.CPUPeriodUS, rep.RootReadOnly, rep.TmpOptions, rep.TmpWritable, rep.PID1, rep.SwapLimit)
+			t.Logf("inside task %s on the %s: uid %s gid %s cap_eff %s cap_bnd %s no_new_privs %s memory %d pids %d cpu %d/%d read-only root %v /tmp %q (writable %v) pid1 %q swap+memory %d",
+				host, node, rep.UID, rep.GID, rep.CapEff, rep.CapBnd, rep.NoNewPrivs, rep.MemoryLimit, rep.PidsLimit, rep.CPUQuotaUS, rep.CPUPeriodUS, rep.RootReadOnly, rep.TmpOptions, rep.TmpWritable, rep.PID1, rep.SwapLimit)
 			var bad []string
 			check := func(ok bool, what string) {
 				if !ok {
@@ -217,7 +218,9 @@ func TestSwarm(t *testing.T) {
 				}
 			}
 			check(rep.UID == "65532" && rep.GID == "65532", "uid/gid 65532")
-			check(strings.Trim(rep.CapEff, "0") == "", "no capability (cap_eff 0)")
+			// A non-root process has no effective capability anyway: the bounding set
+			// is what cap_drop ALL empties.
+			check(strings.Trim(rep.CapEff, "0") == "" && rep.CapBnd != "" && strings.Trim(rep.CapBnd, "0") == "", "no capability (cap_eff and cap_bnd 0: cap_drop ALL)")
 			check(rep.MemoryLimit == 48<<20, "memory limit 48MiB")
 			check(rep.PidsLimit == 64, "pids limit 64")
 			check(rep.CPUPeriodUS > 0 && rep.CPUQuotaUS*2 == rep.CPUPeriodUS, "cpu quota 0.5")
