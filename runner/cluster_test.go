@@ -467,3 +467,29 @@ func TestClusterRestartBudgetFailsThePlugin(t *testing.T) {
 		t.Errorf("failed plugin answers %d %q", code, body)
 	}
 }
+
+// A plugin that leaves the config drains, its units go, then its network.
+func TestClusterPluginRemoved(t *testing.T) {
+	c := newFakeCluster()
+	c.images["web:1"] = "sha256:w"
+	other := testPlugin("other", "web:1")
+	r := startCluster(t, c, testConfig(clusterPlugin(2), other))
+	c.cmu.Lock()
+	joined := c.nets["web"] && c.nets["other"]
+	c.cmu.Unlock()
+	if !joined {
+		t.Fatalf("networks joined: %v", c.nets)
+	}
+	r.mu.Lock()
+	r.cfg = testConfig(other)
+	r.mu.Unlock()
+	r.Resync()
+	waitFor(t, "web's unit and network removed", func() bool {
+		c.cmu.Lock()
+		defer c.cmu.Unlock()
+		return c.svcs[unitKey{"web", 1}] == nil && !c.nets["web"] && c.nets["other"]
+	})
+	if code, _ := httpGet(t, "http://"+r.Addr().String()+"/plugins/web/"); code != 404 {
+		t.Errorf("removed plugin answers %d", code)
+	}
+}

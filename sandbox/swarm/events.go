@@ -61,16 +61,16 @@ func (c *Client) recoverLoop(what string) {
 
 // stream forwards the engine's image events and turns service events into polls,
 // reconnecting with capped backoff; the first value after each (re)connection is an
-// EventResync.
+// EventResync, which after a lost stream says since when deaths may be the engine's.
 func (c *Client) stream(ctx context.Context, out chan<- sandbox.Event, kick chan<- struct{}) {
-	var downSince time.Time
-	connected := false
+	var lostAt time.Time // when the last stream that was up went down; zero before
+	failing := false     // attempts fail since lostAt (or since the start)
 	for ctx.Err() == nil {
 		sctx, cancel := context.WithCancel(ctx)
 		res := c.api.Events(sctx, client.EventsListOptions{Filters: client.Filters{}.Add("type", string(events.ServiceEventType), string(events.ImageEventType))})
 		ev := sandbox.Event{Kind: sandbox.EventResync}
-		if connected && !downSince.IsZero() {
-			ev.EngineStopped = downSince.Add(-engineStopWindow)
+		if !lostAt.IsZero() {
+			ev.EngineStopped = lostAt.Add(-engineStopWindow)
 		}
 		err := c.pump(sctx, res, out, kick, ev)
 		cancel()
@@ -79,14 +79,15 @@ func (c *Client) stream(ctx context.Context, out chan<- sandbox.Event, kick chan
 		if ctx.Err() != nil {
 			return
 		}
-		if !errors.Is(err, errNotConnected) {
-			connected = true
-		}
-		if downSince.IsZero() {
-			downSince = time.Now()
+		switch {
+		case !errors.Is(err, errNotConnected):
+			lostAt, failing = time.Now(), false
 			c.log.Warn("swarm events stream lost; reconnecting with backoff", "err", err)
+		case !failing:
+			failing = true
+			c.log.Warn("swarm events stream unavailable; reconnecting with backoff", "err", err)
 		}
-		// Wait before the next attempt: exponential from 250ms, capped at 10s.
+		// Wait for the engine: exponential from 250ms, capped at 10s.
 		b := retry.WithCappedDuration(10*time.Second, retry.WithJitterPercent(20, retry.NewExponential(250*time.Millisecond)))
 		_ = retry.Do(ctx, b, func(ctx context.Context) error {
 			if _, err := c.api.Ping(ctx, client.PingOptions{}); err != nil {
@@ -94,9 +95,6 @@ func (c *Client) stream(ctx context.Context, out chan<- sandbox.Event, kick chan
 			}
 			return nil
 		})
-		if ctx.Err() == nil {
-			c.log.Info("swarm events stream reconnecting", "down_for", time.Since(downSince).Round(time.Millisecond))
-		}
 	}
 }
 

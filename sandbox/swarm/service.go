@@ -125,10 +125,11 @@ func (c *Client) scale(ctx context.Context, svc swarm.Service, replicas int) err
 			c.log.Info("service scaled", "service", name, "replicas", replicas)
 			return nil
 		}
-		if attempt >= 3 || !(cerrdefs.IsInvalidArgument(err) || cerrdefs.IsConflict(err) || cerrdefs.IsUnknown(err)) {
+		if attempt >= 3 || cerrdefs.IsNotFound(err) {
 			return fmt.Errorf("scale service %s to %d: %w", name, replicas, err)
 		}
-		// "update out of sequence": read the current version and try again.
+		// "update out of sequence" (another update got in first) among others: read
+		// the current version and try again, a few times.
 		if svc, err = c.inspectService(ctx, name); err != nil {
 			return fmt.Errorf("scale service %s: %w", name, err)
 		}
