@@ -297,7 +297,9 @@ func (r *Runner) removeGeneration(plugin string, gen int) {
 		r.log.Info("generation removed", "plugin", plugin, "generation", gen)
 	}
 	r.cl.forget(plugin, gen)
-	r.sidecar.release(plugin, gen, clusterHold)
+	if r.sidecar != nil { // nil when Start failed before the services
+		r.sidecar.release(plugin, gen, clusterHold)
+	}
 }
 
 // scaleUnit changes the number of slots of g to n on a cluster (true: handled). New

@@ -152,7 +152,7 @@ func newCluster(t *testing.T) *cluster {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = c.host.Close() })
-	sweep(t, c.host)
+	sweep(t)
 
 	c.before = c.hostState()
 	if c.before.swarm != "inactive" {
@@ -554,7 +554,7 @@ func (c *cluster) checkHost() {
 
 // sweep undoes what a previous run that was killed before its cleanups left, from its
 // state file.
-func sweep(t *testing.T, host *client.Client) {
+func sweep(t *testing.T) {
 	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), dirPrefix+"*"))
 	for _, d := range dirs {
 		b, err := os.ReadFile(filepath.Join(d, "state.json"))
@@ -598,7 +598,6 @@ func sweep(t *testing.T, host *client.Client) {
 		}
 		_ = os.RemoveAll(d)
 	}
-	_ = host
 }
 
 // eventually polls cond every 100ms until it returns true or within passes.
