@@ -1,7 +1,7 @@
 # xcore runner. `make run` and `make test` work on a fresh Linux box with Go and a Docker
 # Engine (.ci/run installs the engine when it is missing).
 GO       ?= go
-EXAMPLES := hello slow crashy hog hang notes
+EXAMPLES := hello slow crashy hog hang notes selfcheck
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
 # testcontainers-go on this kind of host: no reaper image can be pulled, and without the
@@ -9,7 +9,7 @@ VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev
 export TESTCONTAINERS_RYUK_DISABLED := true
 export TESTCONTAINERS_HOST_OVERRIDE := 127.0.0.1
 
-.PHONY: all build image images run test test-short lint clean help bench bench-smoke
+.PHONY: all build image images run test test-short test-swarm lint clean help bench bench-smoke
 
 all: build
 
@@ -40,8 +40,17 @@ lint: ## gofmt + go vet
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
-test: lint image fuzz bench-smoke ## fuzz targets and the bench's smoke run (bounded), then unit + Docker integration tests with the race detector
+test: lint image fuzz bench-smoke ## fuzz targets and the bench's smoke run (bounded), then unit + Docker integration tests with the race detector, then the swarm test
 	$(GO) test -race -count=1 -timeout 20m ./...
+	$(MAKE) test-swarm
+
+# The swarm backend on a real two-node Docker Swarm built on this machine (the host
+# engine the manager, a second dockerd in a network namespace the worker; a single-node
+# swarm where namespaces cannot be made). It makes the host engine a swarm manager for a
+# few minutes, so `make test` runs it alone, after every other test; it runs only on an
+# engine that is in no swarm and leaves it as it was (see integration/swarm).
+test-swarm: ## the swarm backend on a two-node swarm on this machine (root: the worker's namespace)
+	XCORE_SWARM_TEST=1 $(GO) test -race -count=1 -timeout 20m -v -run '^TestSwarm$$' ./integration/swarm/
 
 # Each fuzz target for FUZZTIME (seed corpora: <pkg>/testdata/fuzz/<Fuzz>/). A longer run:
 # make fuzz FUZZTIME=5m

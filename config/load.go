@@ -25,6 +25,7 @@ const (
 	blockSupervisor = "supervisor"
 	blockRestart    = "restart"
 	blockHealth     = "health"
+	blockPlacement  = "placement"
 )
 
 // fileSchema is the top level of every config file, the root one and the drop-ins.
@@ -58,6 +59,13 @@ const MaxPlugins = 500
 // Diagnostics name drop-in files as filepath.Join(filepath.Dir(path), plugins_dir, name),
 // so they are relative when path is.
 func Load(path string) (cfg *Config, files map[string]*hcl.File, diags hcl.Diagnostics) {
+	return LoadBackend(path, "")
+}
+
+// LoadBackend is Load for backend (BackendDocker or BackendSwarm) whatever the runner
+// block says: `runner validate --backend swarm` checks a config against the cluster
+// backend before its runner block says so. "" is the runner block's backend.
+func LoadBackend(path, backend string) (cfg *Config, files map[string]*hcl.File, diags hcl.Diagnostics) {
 	parser := hclparse.NewParser()
 	rootDir, err := filepath.Abs(filepath.Dir(path))
 	if err != nil {
@@ -73,6 +81,14 @@ func Load(path string) (cfg *Config, files map[string]*hcl.File, diags hcl.Diagn
 		rootDir:  rootDir,
 		services: map[string]hcl.Range{},
 		plugins:  map[string]hcl.Range{},
+		backend:  backend,
+	}
+	if backend != "" && backend != BackendDocker && backend != BackendSwarm {
+		return nil, parser.Files(), hcl.Diagnostics{{
+			Severity: hcl.DiagError,
+			Summary:  "Invalid backend",
+			Detail:   fmt.Sprintf("got %q; use %s", backend, quoteOr([]string{BackendDocker, BackendSwarm})),
+		}}
 	}
 	cfg = l.load(path)
 	if l.diags.HasErrors() {
@@ -226,6 +242,10 @@ type loader struct {
 	// unparsed: a file did not parse. Its blocks are missing, so the others are not
 	// decoded either: their references to those blocks would fail in a cascade.
 	unparsed bool
+	// backend overrides the runner block's when set; swarm is the one in effect, as the
+	// plugins are checked against it.
+	backend string
+	swarm   bool
 }
 
 func (l *loader) load(path string) *Config {
@@ -256,6 +276,10 @@ func (l *loader) load(path string) *Config {
 			pluginsDir = filepath.Join(filepath.Dir(path), raw)
 		}
 	}
+	if l.backend != "" {
+		cfg.Runner.Backend = l.backend
+	}
+	l.swarm = cfg.Runner.Backend == BackendSwarm
 
 	services := root.Blocks.OfType(blockService)
 	plugins := root.Blocks.OfType(blockPlugin)

@@ -99,7 +99,7 @@ func TestLoadFull(t *testing.T) {
 	wantWarnings := []struct {
 		summary   string
 		line, col int
-	}{{"Host protection off", 13, 22}, {"Plugin runs as root", 41, 23}}
+	}{{"Host protection off", 13, 22}, {"Plugin runs as root", 42, 23}, {"Placement ignored", 70, 5}}
 	if len(warnings) != len(wantWarnings) {
 		t.Errorf("warnings = %v, want %v", warnings, wantWarnings)
 	}
@@ -110,10 +110,10 @@ func TestLoadFull(t *testing.T) {
 		}
 	}
 
-	checkDefRange(t, "service kv", &cfg.Services["kv"].DefRange, root, 16)
-	checkDefRange(t, "service billing", &cfg.Services["billing"].DefRange, root, 20)
+	checkDefRange(t, "service kv", &cfg.Services["kv"].DefRange, root, 17)
+	checkDefRange(t, "service billing", &cfg.Services["billing"].DefRange, root, 21)
 	checkDefRange(t, "service settings", &cfg.Services["settings"].DefRange, "testdata/full/drop/10-settings.hcl", 1)
-	checkDefRange(t, "plugin hello", &cfg.Plugins["hello"].DefRange, root, 28)
+	checkDefRange(t, "plugin hello", &cfg.Plugins["hello"].DefRange, root, 29)
 	checkDefRange(t, "plugin builder", &cfg.Plugins["builder"].DefRange, "testdata/full/drop/20-builder.hcl", 1)
 
 	builderSup := defaultSupervisor()
@@ -138,6 +138,7 @@ func TestLoadFull(t *testing.T) {
 			},
 			StartConcurrency: 3,
 			ProtectHost:      false,
+			Backend:          config.BackendDocker,
 		},
 		Services: map[string]*config.Service{
 			"kv": {Name: "kv", Builtin: "kv"},
@@ -190,6 +191,10 @@ func TestLoadFull(t *testing.T) {
 						Timeout:  500 * time.Millisecond,
 						Failures: 5,
 					},
+					Placement: config.Placement{
+						Constraints: []string{"node.labels.tier == plugins", "node.role != manager"},
+						Spread:      "node.labels.zone",
+					},
 				},
 			},
 			"builder": {
@@ -241,6 +246,7 @@ func TestLoadDefaults(t *testing.T) {
 
 			StartConcurrency: 8,
 			ProtectHost:      true,
+			Backend:          config.BackendDocker,
 		},
 		Services: map[string]*config.Service{},
 		Plugins: map[string]*config.Plugin{

@@ -42,6 +42,14 @@ func (l *loader) decodePlugin(b *hcl.Block) *Plugin {
 			p.Build = filepath.Join(dir, build)
 		}
 	}
+	if build := attrs["build"]; build != nil && l.swarm {
+		l.errorf(build.NameRange, "Build not available with backend swarm",
+			"plugin %q: an image built from a folder would exist on the manager only; build it, then load it on every node (docker save | docker load) or push it to a registry, and use image", p.Name)
+	}
+	if l.swarm && len(p.Name) > MaxSwarmPluginName {
+		l.errorf(b.LabelRanges[0], "Plugin name too long for backend swarm",
+			"%q has %d characters; with backend swarm a plugin name has at most %d (its service, xcore-<plugin>-<generation>-<runner id>, may have 63)", p.Name, len(p.Name), MaxSwarmPluginName)
+	}
 	switch image, build := attrs["image"], attrs["build"]; {
 	case image == nil && build == nil:
 		l.errorf(b.DefRange, "Missing image",

@@ -35,6 +35,7 @@ var runnerSchema = &hcl.BodySchema{
 		{Name: "trusted_proxies"},
 		{Name: "start_concurrency"},
 		{Name: "protect_host"},
+		{Name: "backend"},
 	},
 }
 
@@ -53,6 +54,7 @@ func defaultRunner(rootDir string) Runner {
 
 		StartConcurrency: defaultStartConcurrency,
 		ProtectHost:      true,
+		Backend:          BackendDocker,
 	}
 }
 
@@ -91,6 +93,7 @@ func (l *loader) decodeRunner(b *hcl.Block) (r Runner, pluginsDir string, plugin
 	l.boolean(attrs, "keep_on_exit", &r.KeepOnExit)
 	l.trustedProxies(attrs, &r.TrustedProxies)
 	integer(&l.decoder, attrs, "start_concurrency", &r.StartConcurrency, 1, 256)
+	l.oneOf(attrs, "backend", &r.Backend, BackendDocker, BackendSwarm)
 	if a := l.boolean(attrs, "protect_host", &r.ProtectHost); a != nil && !r.ProtectHost {
 		// Allowed, but never silently: `runner up` and `runner validate` print it.
 		l.diags = append(l.diags, &hcl.Diagnostic{

@@ -52,6 +52,14 @@ var supervisorSchema = &hcl.BodySchema{
 	Blocks: []hcl.BlockHeaderSchema{
 		{Type: blockRestart},
 		{Type: blockHealth},
+		{Type: blockPlacement},
+	},
+}
+
+var placementSchema = &hcl.BodySchema{
+	Attributes: []hcl.AttributeSchema{
+		{Name: "constraints"},
+		{Name: "spread"},
 	},
 }
 
@@ -124,11 +132,17 @@ func (l *loader) decodeSupervisor(b *hcl.Block, plugin string, s *Supervisor) {
 	}
 	l.size(attrs, "memory", &s.Memory, minMemory)
 	integer(&l.decoder, attrs, "pids", &s.Pids, 1, math.MaxInt64)
-	l.oneOf(attrs, "network", &s.Network, NetworkBridge, NetworkNone)
+	if a := l.oneOf(attrs, "network", &s.Network, NetworkBridge, NetworkNone); a != nil && l.swarm && s.Network == NetworkNone {
+		l.errorf(a.Expr.Range(), "Network none not available with backend swarm",
+			"a task on a cluster serves HTTP on its plugin's network; network = \"none\" (a unix socket on the runner's host) needs backend \"docker\"")
+	}
 	l.boolean(attrs, "read_only", &s.ReadOnly)
 	user := l.nonEmpty(attrs, "user", &s.User, strconv.Quote(defaultUser))
 	l.boolean(attrs, "allow_root", &s.AllowRoot)
-	l.str(attrs, "runtime", &s.Runtime)
+	if a := l.str(attrs, "runtime", &s.Runtime); a != nil && l.swarm && s.Runtime != "" {
+		l.errorf(a.Expr.Range(), "Runtime not available with backend swarm",
+			"a Swarm service cannot choose an OCI runtime; make %q the default-runtime in every node's daemon.json and remove runtime", s.Runtime)
+	}
 	l.duration(attrs, "start_timeout", &s.StartTimeout)
 	l.duration(attrs, "request_timeout", &s.RequestTimeout)
 	l.duration(attrs, "stop_timeout", &s.StopTimeout)
@@ -136,7 +150,16 @@ func (l *loader) decodeSupervisor(b *hcl.Block, plugin string, s *Supervisor) {
 	integer(&l.decoder, attrs, "max_concurrent", &s.MaxConcurrent, 1, math.MaxInt)
 	l.size(attrs, "max_body", &s.MaxBody, 1)
 	integer(&l.decoder, attrs, "replicas", &s.Replicas, 1, MaxReplicas)
-	if egress := l.egress(attrs, &s.Egress); egress != nil && s.Network == NetworkNone && s.Egress.String() != EgressNone {
+	egress := l.egress(attrs, &s.Egress)
+	if egress != nil && l.swarm && s.Egress.Restrict {
+		l.diags = append(l.diags, &hcl.Diagnostic{
+			Severity: hcl.DiagWarning,
+			Summary:  "Egress not enforced with backend swarm",
+			Detail:   "the swarm backend cannot filter what a task sends: its node's firewall must (the docker backend enforces egress with host rules)",
+			Subject:  egress.Expr.Range().Ptr(),
+		})
+	}
+	if egress != nil && s.Network == NetworkNone && s.Egress.String() != EgressNone {
 		// A plugin without a network reaches nothing: a list (or "all") would promise
 		// what cannot be. "none" says the same as network = "none" and is accepted.
 		written := s.Egress.String() // a list, quoted already
@@ -173,6 +196,60 @@ func (l *loader) decodeSupervisor(b *hcl.Block, plugin string, s *Supervisor) {
 	if hb := l.single(content.Blocks.OfType(blockHealth)); hb != nil {
 		l.decodeHealth(hb, &s.Health)
 	}
+	if pb := l.single(content.Blocks.OfType(blockPlacement)); pb != nil {
+		l.decodePlacement(pb, &s.Placement)
+		if !l.swarm {
+			l.diags = append(l.diags, &hcl.Diagnostic{
+				Severity: hcl.DiagWarning,
+				Summary:  "Placement ignored",
+				Detail:   "placement {} says where a cluster runs the plugin; the docker backend runs every plugin on this host and ignores it",
+				Subject:  pb.DefRange.Ptr(),
+			})
+		}
+	}
+}
+
+// decodePlacement decodes placement { constraints = [...], spread = "..." }. Constraints
+// are Swarm's: "<node attribute> == <value>" or "!=", e.g. "node.labels.tier == plugins"
+// or "node.role == worker"; spread names a node label ("node.labels.zone").
+func (l *loader) decodePlacement(b *hcl.Block, p *Placement) {
+	content, diags := b.Body.Content(placementSchema)
+	l.append(diags)
+	attrs := content.Attributes
+	var raw []string
+	if a := l.strList(attrs, "constraints", &raw); a != nil {
+		ok := true
+		for i, c := range raw {
+			if !validConstraint(c) {
+				l.errorf(elemRange(a.Expr, i), "Invalid constraint",
+					"%q is not a placement constraint; use \"<attribute> == <value>\" or \"!=\", e.g. \"node.labels.tier == plugins\" or \"node.role == worker\"", c)
+				ok = false
+			}
+		}
+		if ok && len(raw) > 0 {
+			p.Constraints = raw
+		}
+	}
+	var spread string
+	if a := l.str(attrs, "spread", &spread); a != nil {
+		if strings.HasPrefix(spread, "node.labels.") && len(spread) > len("node.labels.") || strings.HasPrefix(spread, "engine.labels.") && len(spread) > len("engine.labels.") {
+			p.Spread = spread
+		} else {
+			l.errorf(a.Expr.Range(), "Invalid spread", "%q is not a node label; use e.g. \"node.labels.zone\"", spread)
+		}
+	}
+}
+
+// validConstraint: one operator (== or !=) between a non-empty attribute without spaces
+// and a non-empty value.
+func validConstraint(c string) bool {
+	for _, op := range []string{"==", "!="} {
+		if k, v, ok := strings.Cut(c, op); ok {
+			k, v = strings.TrimSpace(k), strings.TrimSpace(v)
+			return k != "" && v != "" && !strings.ContainsAny(k, " \t") && !strings.Contains(v, "==") && !strings.Contains(v, "!=")
+		}
+	}
+	return false
 }
 
 // egressWant is what egress takes, for error details.

@@ -27,6 +27,17 @@ const (
 	ReachAddress   = "address"   // dial the container's address on the runner network
 )
 
+// Backends: which engine runs the plugins.
+const (
+	BackendDocker = "docker" // containers on this host's Docker Engine
+	BackendSwarm  = "swarm"  // services on a Docker Swarm cluster
+)
+
+// MaxSwarmPluginName bounds plugin names under the swarm backend: a generation's service
+// is xcore-<plugin>-<generation>-<runner id>, and a service name has at most 63
+// characters (room is left for a six-digit generation).
+const MaxSwarmPluginName = 36
+
 // Network values of a supervisor block.
 const (
 	NetworkBridge = "bridge"
@@ -68,6 +79,9 @@ type Runner struct {
 	// ProtectHost (default true): plugins on the runner network reach the host only at
 	// the sidecar. false turns the runner's host rules off knowingly (with a warning).
 	ProtectHost bool
+	// Backend is the engine that runs the plugins: BackendDocker (default) or
+	// BackendSwarm.
+	Backend string
 }
 
 // Service is a service "name" {} block; exactly one of Builtin, URL or Env is its kind.
@@ -123,6 +137,16 @@ type Supervisor struct {
 
 	Restart Restart
 	Health  Health
+	// Placement is where a cluster may run the plugin (backend "swarm"); the docker
+	// backend ignores it (with a warning). Part of the snapshot under swarm: a change
+	// is a new generation, started first.
+	Placement Placement
+}
+
+// Placement is the placement {} block.
+type Placement struct {
+	Constraints []string // Swarm constraints, e.g. "node.labels.tier == plugins"
+	Spread      string   // spread instances evenly over this node label, e.g. "node.labels.zone"
 }
 
 // Egress is supervisor.egress. The zero value is "all". Its fields match

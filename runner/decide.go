@@ -159,6 +159,9 @@ func (s *supervisor) startNext(ctx context.Context, w *work, reason string) {
 func (s *supervisor) liveUpdate(ctx context.Context, g *generation, w *work) {
 	g.cfg, g.d = w.cfg, w.d
 	n := replicas(w.cfg)
+	if s.scaleUnit(g, n) {
+		return // a cluster scales in place itself
+	}
 	kept := g.slots[:0]
 	var dropped []*slot
 	for _, sl := range g.slots {

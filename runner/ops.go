@@ -27,6 +27,7 @@ const (
 	resGone                       // an instance was stopped and removed
 	resBackoff                    // a slot's restart backoff is over
 	resPanicked                   // the goroutine panicked
+	resScaled                     // a cluster scaled a generation (ids: the instances it stops)
 )
 
 type result struct {
@@ -36,6 +37,7 @@ type result struct {
 	inst  sandbox.Instance
 	err   error
 	crash crash
+	ids   []string
 }
 
 // goOp runs f for generation g in a goroutine of the runner's owner; its result goes to
@@ -69,9 +71,9 @@ func (s *supervisor) startSlot(g *generation, sl *slot) {
 	sl.starting, sl.began = true, time.Now()
 	s.warnRoot(g.cfg)
 	spec := containerSpec(g.cfg, g.d, g.num, sl.idx)
-	pc := g.cfg
+	pc, n := g.cfg, len(g.slots)
 	s.goOp("start", g, func() result {
-		inst, err := s.r.startInstance(g.ctx, spec, pc)
+		inst, err := s.r.startSlotInstance(g.ctx, spec, pc, n)
 		return result{kind: resStarted, gen: g, slot: sl, inst: inst, err: err}
 	})
 }
@@ -149,7 +151,7 @@ func (s *supervisor) armBackoff(g *generation, sl *slot, delay time.Duration) {
 // finishIfGone forgets a retired generation that nothing works on any more, and
 // reports the replacement that retired it as done.
 func (s *supervisor) finishIfGone(g *generation) {
-	if !g.gone || g.ops > 0 {
+	if !g.gone || g.ops > 0 || s.removeUnit(g) {
 		return
 	}
 	s.old = slices.DeleteFunc(s.old, func(o *generation) bool { return o == g })
@@ -181,6 +183,8 @@ func (s *supervisor) decide(ctx context.Context, res result) {
 		s.fail("internal error (see log)", "")
 		s.refresh()
 	case resGone:
+	case resScaled:
+		s.onScaled(g, res)
 	case resBackoff:
 		sl.backoff = nil
 		if !g.gone && !sl.dropped && s.failReason == "" {
@@ -368,6 +372,7 @@ func (r *Runner) adoptInstance(ctx context.Context, plugin string, c sandbox.Ins
 	if !inst.Running || inst.Endpoint.IsZero() {
 		return inst, errors.New(inst.ExitReason())
 	}
+	r.adoptTask(inst)
 	if err := r.sidecar.adopt(plugin, inst.Generation, inst.Replica, pc.Supervisor.Network == config.NetworkNone); err != nil {
 		return inst, err
 	}
@@ -420,4 +425,5 @@ func (r *Runner) removeInstance(c sandbox.Instance, grace time.Duration) {
 		r.sidecar.release(c.Plugin, c.Generation, c.Replica)
 	}
 	r.forgetGone(c.ID)
+	r.cl.unclaim(c)
 }

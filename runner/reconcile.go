@@ -198,6 +198,7 @@ func (r *Runner) pass(ctx context.Context, cfg *config.Config, first, reload boo
 	}
 	r.lastErrors = errs
 	r.apply(cfg, plan, desired, observed, at, first)
+	r.sweepUnits(ctx, plan, at, first)
 	return ReloadResult{Applied: true, Plan: plan.String(), Changes: plan.Changes(), Errors: plan.Errors()}
 }
 
@@ -259,6 +260,7 @@ func (r *Runner) forget(s *supervisor) {
 		delete(r.retiring, s.name)
 	}
 	r.mu.Unlock()
+	r.pluginGone(s.name)
 }
 
 // removeOrphans removes the instances of plugin that no supervisor holds: all of them at
@@ -351,7 +353,11 @@ func (r *Runner) startServices(cfg *config.Config, gateway netip.Addr) error {
 		return nil
 	}
 	r.svc.SetConfig(cfg.Services, declaredServices(cfg))
-	sc, err := startSidecar(r.svc, r.log, cfg.Runner.StateDir, secret, gateway)
+	start := startSidecar
+	if r.cl != nil {
+		start = startClusterSidecar // a listener per plugin network (cluster_sidecar.go)
+	}
+	sc, err := start(r.svc, r.log, cfg.Runner.StateDir, secret, gateway)
 	if err != nil {
 		return err
 	}

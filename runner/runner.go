@@ -41,6 +41,9 @@ type Options struct {
 	// Services hosts the sidecar endpoints; nil: Start opens the services of
 	// runner.state_dir (when it is set).
 	Services Services
+	// Listen, when set, is where the public proxy listens instead of runner.listen
+	// (a runner in a container on a cluster listens on its container's address).
+	Listen string
 }
 
 // Runner runs the plugins of one config.
@@ -81,6 +84,8 @@ type Runner struct {
 	sidecar *sidecar
 
 	protected atomic.Pointer[sandbox.Protected] // what the backend enforces; nil before Start asks
+	cl     *clusterState // nil unless the Sandbox is a Cluster (cluster.go)
+	listen string        // Options.Listen
 
 	ctx    context.Context // lives from Start to Shutdown; all background work hangs off it
 	cancel context.CancelFunc
@@ -98,7 +103,7 @@ func New(o Options) *Runner {
 		onStatus: o.OnStatus, keep: o.Keep || o.Config.Runner.KeepOnExit, svc: o.Services,
 		sups: map[string]*supervisor{}, retiring: map[string]*supervisor{}, gens: map[string]int{},
 		requests: make(chan reconcileRequest, 16), engine: make(chan struct{}, startConcurrency(o.Config)),
-		owner: owner{log: log},
+		owner: owner{log: log}, cl: newClusterState(o.Sandbox), listen: o.Listen,
 	}
 }
 
@@ -118,9 +123,13 @@ func startConcurrency(cfg *config.Config) int {
 // The error is for the runner itself (listener, engine), not for single plugins.
 func (r *Runner) Start(ctx context.Context) error {
 	cfg := r.config()
-	ln, err := net.Listen("tcp", cfg.Runner.Listen)
+	listen := cfg.Runner.Listen
+	if r.listen != "" {
+		listen = r.listen
+	}
+	ln, err := net.Listen("tcp", listen)
 	if err != nil {
-		return fmt.Errorf("listen %s: %w", cfg.Runner.Listen, err)
+		return fmt.Errorf("listen %s: %w", listen, err)
 	}
 	r.ln = ln
 	// ReadHeaderTimeout 10s, IdleTimeout 120s, MaxHeaderBytes 64 KiB: see proxy.NewServer.
@@ -143,6 +152,7 @@ func (r *Runner) Start(ctx context.Context) error {
 	if err := r.protect(ctx, cfg); err != nil { // after the sidecar listens, before any plugin starts
 		return err
 	}
+	r.joinPluginNetworks(ctx, cfg)
 	res := r.pass(ctx, cfg, true, false)
 	if res.err != nil {
 		return res.err
@@ -314,6 +324,7 @@ func (r *Runner) Shutdown(ctx context.Context) error {
 		wg.Go(func() { r.removeInstance(c, r.stopTimeout(c.Plugin)) })
 	}
 	wg.Wait()
+	r.removeUnits(ctx, &errs)
 	report.Removed = len(insts)
 	r.unprotect(ctx, &errs)
 	r.closeServices(ctx, &errs)

@@ -33,6 +33,11 @@ func desiredFor(cfg *config.Config, p *config.Plugin, imageID string, sidecarPor
 		Runtime:  sup.Runtime,
 		Services: p.Services,
 	}
+	if cfg.Runner.Backend == config.BackendSwarm {
+		// Where a cluster runs it is part of what runs there; a single host has no
+		// placement (and a hash without it is the one it always had).
+		s.Placement = placement(sup.Placement)
+	}
 	return Desired{Spec: s, Hash: snapshot.Hash(s), Replicas: replicas(p)}
 }
 
@@ -66,7 +71,22 @@ func containerSpec(p *config.Plugin, d Desired, gen, replica int) sandbox.Spec {
 		Runtime:     s.Runtime,
 		StopTimeout: p.Supervisor.StopTimeout,
 		Egress:      sandbox.Egress(p.Supervisor.Egress), // not in the snapshot: applied live
+		Placement:   sandbox.Placement{Constraints: p.Supervisor.Placement.Constraints, Spread: p.Supervisor.Placement.Spread},
+		Restart: sandbox.Restart{
+			Policy: p.Supervisor.Restart.Policy, Attempts: p.Supervisor.Restart.Attempts,
+			Window: p.Supervisor.Restart.Window, Delay: p.Supervisor.Restart.Backoff,
+		},
 	}
+}
+
+// placement is the snapshot form of a placement block: its constraints and
+// "spread=<label>".
+func placement(p config.Placement) []string {
+	out := append([]string(nil), p.Constraints...)
+	if p.Spread != "" {
+		out = append(out, "spread="+p.Spread)
+	}
+	return out
 }
 
 func imageRef(p *config.Plugin) string {

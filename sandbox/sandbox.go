@@ -3,7 +3,8 @@
 // instance, its endpoint, the engine's events) and the errors a backend reports. It
 // imports no engine client. Each backend is a sub-package and the only importer of its
 // engine's client: sandbox/docker runs instances as containers on this host's Docker
-// Engine. What is engine-specific (port publishing and its userland proxy, /etc/hosts
+// Engine, sandbox/swarm runs each generation as a Swarm service on a cluster. What is
+// engine-specific (port publishing and its userland proxy, /etc/hosts
 // entries, bind mounts for unix sockets, the engine's error kinds and stop semantics,
 // image names for builds) stays behind this seam.
 package sandbox
@@ -89,6 +90,38 @@ type Spec struct {
 	// Egress is where a NetworkBridge instance may send what the host forwards (see
 	// Protection). A backend refuses to start an instance whose limit it cannot enforce.
 	Egress Egress
+
+	// Placement and Restart are for a backend whose engine places and restarts
+	// instances itself (a cluster); a single-host backend ignores them.
+	Placement Placement
+	Restart   Restart
+}
+
+// Placement says where a cluster may run a plugin's instances.
+type Placement struct {
+	Constraints []string // e.g. "node.labels.tier == plugins"; all must hold
+	Spread      string   // e.g. "node.labels.zone": spread instances evenly over its values
+}
+
+// IsZero reports whether p places nothing.
+func (p Placement) IsZero() bool { return len(p.Constraints) == 0 && p.Spread == "" }
+
+// Restart is the plugin's restart {} block for an engine that restarts instances itself.
+type Restart struct {
+	Policy   string // "always" | "on-failure" | "never"
+	Attempts int    // within Window
+	Window   time.Duration
+	Delay    time.Duration // between restarts
+}
+
+// Deployment is one generation as a cluster runs it: a unit of Replicas instances that
+// the engine keeps running (a Swarm service).
+type Deployment struct {
+	Name       string
+	Plugin     string
+	Generation int
+	Replicas   int
+	Created    time.Time
 }
 
 // Instance is what the runner needs to know of one running (or exited) instance.
@@ -124,11 +157,11 @@ func (c Instance) ExitReason() string {
 	}
 }
 
-// Network is the runner's own network on the engine.
+// Network is the runner's own network on the engine, or (on a cluster) a plugin's.
 type Network struct {
 	ID      string
 	Name    string
-	Gateway netip.Addr // the host's address on it: where plugins reach the runner's sidecar
+	Gateway netip.Addr // the runner's address on it: where plugins reach the runner's sidecar
 }
 
 // EventKind says what an Event asks the runner to look at again. Events are level

@@ -56,7 +56,7 @@ func (cs Changes) String() string {
 
 // Diff lists what differs from old (what runs) to new (what is desired), in the order
 // image, command, env (by key), port, publish, cpus, memory, pids, network, read_only,
-// user, runtime, services. It compares the same canonical forms Hash does, so an empty
+// user, runtime, services, placement. It compares the same canonical forms Hash does, so an empty
 // result means equal hashes, and either side may come from Decode.
 func Diff(old, new Spec) Changes {
 	o, n := canon(old), canon(new)
@@ -116,6 +116,9 @@ func Diff(old, new Spec) Changes {
 	}
 	if !slices.Equal(o.Services, n.Services) {
 		add("services", list(o.Services), list(n.Services))
+	}
+	if !slices.Equal(o.Placement, n.Placement) {
+		add("supervisor.placement", list(o.Placement), list(n.Placement))
 	}
 	return cs
 }

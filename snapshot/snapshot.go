@@ -38,6 +38,10 @@ type Spec struct {
 	User     string
 	Runtime  string
 	Services []string // a set: order and duplicates don't matter
+	// Placement is where a cluster may run the instances (constraints, and
+	// "spread=<label>"), a set; empty on a single host, where it is not part of what
+	// runs (and leaves the hash of a spec without it unchanged).
+	Placement []string
 }
 
 // labelVersion guards Decode against labels written by a runner with another format.
@@ -60,6 +64,8 @@ type canonical struct {
 	User     string            `json:"user"`
 	Runtime  string            `json:"runtime"`
 	Services []string          `json:"services"`
+	// omitempty: a spec without placement hashes as before placement existed.
+	Placement []string `json:"placement,omitempty"`
 }
 
 // label is the Encode form: the canonical fields plus what only explains (ImageRef).
@@ -101,6 +107,11 @@ func canon(s Spec) canonical {
 	}
 	slices.Sort(c.Services)
 	c.Services = slices.Compact(c.Services)
+	for _, p := range s.Placement {
+		c.Placement = append(c.Placement, validUTF8(p))
+	}
+	slices.Sort(c.Placement)
+	c.Placement = slices.Compact(c.Placement)
 	return c
 }
 
@@ -143,20 +154,21 @@ func Decode(text string) (Spec, error) {
 		}
 	}
 	return Spec{
-		ImageRef: l.ImageRef,
-		ImageID:  l.ImageID,
-		Command:  l.Command,
-		Env:      l.Env,
-		Port:     l.Port,
-		Publish:  l.Publish,
-		CPUs:     cpus,
-		Memory:   l.Memory,
-		Pids:     l.Pids,
-		Network:  l.Network,
-		ReadOnly: l.ReadOnly,
-		User:     l.User,
-		Runtime:  l.Runtime,
-		Services: l.Services,
+		ImageRef:  l.ImageRef,
+		ImageID:   l.ImageID,
+		Command:   l.Command,
+		Env:       l.Env,
+		Port:      l.Port,
+		Publish:   l.Publish,
+		CPUs:      cpus,
+		Memory:    l.Memory,
+		Pids:      l.Pids,
+		Network:   l.Network,
+		ReadOnly:  l.ReadOnly,
+		User:      l.User,
+		Runtime:   l.Runtime,
+		Services:  l.Services,
+		Placement: l.Placement,
 	}, nil
 }
 

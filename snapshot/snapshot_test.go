@@ -40,6 +40,7 @@ func clone(s snapshot.Spec) snapshot.Spec {
 	s.Command = slices.Clone(s.Command)
 	s.Env = maps.Clone(s.Env)
 	s.Services = slices.Clone(s.Services)
+	s.Placement = slices.Clone(s.Placement)
 	return s
 }
 
@@ -58,6 +59,7 @@ func TestHashOrderIndependent(t *testing.T) {
 			s.Env = env
 		}},
 		{"services reordered and duplicated", func(s *snapshot.Spec) { s.Services = []string{"b", "a", "b", "a", "a"} }},
+		{"empty placement", func(s *snapshot.Spec) { s.Placement = []string{} }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -147,6 +149,10 @@ func TestDiffEachField(t *testing.T) {
 			"supervisor.runtime", `supervisor.runtime "" → runsc`},
 		{"services", nil, func(s *snapshot.Spec) { s.Services = []string{"kv", "b", "a"} },
 			"services", "services [a b] → [a b kv]"},
+		{"placement", nil, func(s *snapshot.Spec) {
+			s.Placement = []string{"node.labels.tier == plugins", "spread=node.labels.zone"}
+		},
+			"supervisor.placement", `supervisor.placement [] → ["node.labels.tier == plugins" spread=node.labels.zone]`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -220,10 +226,33 @@ func TestDiffOrder(t *testing.T) {
 	}
 }
 
+// A spec without placement hashes as it did before placement was part of the snapshot:
+// containers of the docker backend are not replaced by an upgrade of the runner. The
+// value is the hash of base() computed before the field existed.
+func TestHashWithoutPlacementUnchanged(t *testing.T) {
+	t.Parallel()
+	const before = "1f16bdbdc740e540b272eacad76559d2c67e519bb8b1064446d7fb5ab3093016"
+	if got := snapshot.Hash(base()); got != before {
+		t.Errorf("Hash(base()) = %s, want %s", got, before)
+	}
+	s := base()
+	s.Placement = []string{"spread=node.labels.zone", "node.role == worker"}
+	r := clone(s)
+	r.Placement = []string{"node.role == worker", "spread=node.labels.zone", "node.role == worker"}
+	if snapshot.Hash(s) != snapshot.Hash(r) {
+		t.Error("placement is a set: order and duplicates must not matter")
+	}
+}
+
 func TestEncodeDecode(t *testing.T) {
 	t.Parallel()
 	specs := map[string]snapshot.Spec{
-		"base":  base(),
+		"base": base(),
+		"placed": func() snapshot.Spec {
+			s := base()
+			s.Placement = []string{"node.labels.tier == plugins", "spread=node.labels.zone"}
+			return s
+		}(),
 		"zero":  {},
 		"nan":   {CPUs: math.NaN(), Memory: math.MaxInt64, Pids: -1},
 		"inf":   {CPUs: math.Inf(1)},

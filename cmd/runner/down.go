@@ -14,7 +14,6 @@ import (
 
 	"github.com/xcore/runner/config"
 	"github.com/xcore/runner/runner"
-	"github.com/xcore/runner/sandbox/docker"
 )
 
 // defaultStopTimeout applies to containers of plugins that are no longer configured.
@@ -23,6 +22,7 @@ const defaultStopTimeout = 10 * time.Second
 func cmdDown(args []string, stdout, stderr io.Writer) error {
 	fs, cfgPath := newFlags("down", "Stop and remove every container, the network and the host rules of the runner of\nthis config (found by their Docker labels and the runner id), also when the runner\nis not running — after a crash, a kill -9 or `runner up --keep`. Needs Docker, not\nthe admin API.", stderr)
 	force := fs.Bool("force", false, "go ahead even when a runner answers on the admin address (it would restart what is removed)")
+	backendName := backendFlag(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -45,11 +45,14 @@ func cmdDown(args []string, stdout, stderr io.Writer) error {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	sb, err := docker.New(ctx, id, slog.New(slog.DiscardHandler))
+	sb, err := openBackend(ctx, chosenBackend(*backendName, settings), id, slog.New(slog.DiscardHandler), false)
 	if err != nil {
 		return err
 	}
 	defer sb.Close()
+	if cl, ok := sb.(runner.Cluster); ok {
+		return downCluster(ctx, cl, sb, id, stdout, stderr)
+	}
 	ctrs, err := sb.List(ctx)
 	if err != nil {
 		return err
@@ -106,6 +109,43 @@ func cmdDown(args []string, stdout, stderr io.Writer) error {
 		failed++
 	case removed:
 		fmt.Fprintf(stdout, "host rules %s removed\n", sb.HostRules())
+	}
+	if failed > 0 {
+		return fmt.Errorf("%d objects could not be removed", failed)
+	}
+	return nil
+}
+
+// downCluster removes every generation (service) of runner id on a cluster, then its
+// networks: Swarm stops the tasks with their services.
+func downCluster(ctx context.Context, cl runner.Cluster, sb backend, id string, stdout, stderr io.Writer) error {
+	deps, err := cl.Generations(ctx)
+	if err != nil {
+		return err
+	}
+	sort.Slice(deps, func(i, j int) bool { return deps[i].Name < deps[j].Name })
+	if len(deps) == 0 {
+		fmt.Fprintf(stdout, "no services of runner %s\n", id)
+	}
+	failed := 0
+	for _, d := range deps {
+		if err := cl.RemoveGeneration(ctx, d.Plugin, d.Generation); err != nil {
+			failed++
+			fmt.Fprintf(stderr, "service %s: %v\n", d.Name, err)
+			continue
+		}
+		fmt.Fprintf(stdout, "removed service %s (plugin %s, generation %d, %d tasks)\n", d.Name, d.Plugin, d.Generation, d.Replicas)
+	}
+	kept, err := sb.RemoveNetwork(ctx)
+	switch {
+	case err != nil:
+		fmt.Fprintf(stderr, "networks: %v\n", err)
+		failed++
+	case kept != "":
+		fmt.Fprintln(stderr, kept)
+		failed++
+	default:
+		fmt.Fprintf(stdout, "networks %s removed (or already gone)\n", sb.NetworkName())
 	}
 	if failed > 0 {
 		return fmt.Errorf("%d objects could not be removed", failed)

@@ -9,7 +9,6 @@ import (
 
 	"github.com/xcore/runner/runner"
 	"github.com/xcore/runner/sandbox"
-	"github.com/xcore/runner/sandbox/docker"
 )
 
 // errChanges: `runner plan` found changes (exit 2, like terraform plan -detailed-exitcode).
@@ -17,10 +16,11 @@ var errChanges = errors.New("changes")
 
 func cmdPlan(args []string, stdout, stderr io.Writer) error {
 	fs, cfgPath := newFlags("plan", "Show what `runner up` or a reload would change, comparing the config with the\ncontainers that run (Docker labels). Changes nothing.\n\nExit status: 0 no changes, 2 changes, 1 error.", stderr)
+	backendName := backendFlag(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	cfg, err := loadConfig(*cfgPath, stderr)
+	cfg, err := loadConfigFor(*cfgPath, *backendName, stderr)
 	if err != nil {
 		return err
 	}
@@ -34,7 +34,7 @@ func cmdPlan(args []string, stdout, stderr io.Writer) error {
 	if !known {
 		id = "none" // nothing of ours can run; resolve images all the same
 	}
-	sb, err := docker.New(ctx, id, nil)
+	sb, err := openBackend(ctx, cfg.Runner.Backend, id, nil, false)
 	if err != nil {
 		return err
 	}

@@ -18,15 +18,17 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/xcore/runner/config"
 	"github.com/xcore/runner/proxy"
 	"github.com/xcore/runner/runner"
 	"github.com/xcore/runner/runner/admin"
-	"github.com/xcore/runner/sandbox/docker"
+	"github.com/xcore/runner/sandbox/swarm"
 )
 
 func cmdUp(args []string, stdout, stderr io.Writer) error {
 	fs, cfgPath := newFlags("up", "Start every plugin of the config, each in its own limited container, and serve\nthem at http://<listen>/plugins/<name>/ until SIGINT/SIGTERM; then drain\nin-flight requests and remove the containers.", stderr)
 	keep := fs.Bool("keep", false, "leave plugin containers running on exit (same as runner { keep_on_exit = true })")
+	backendName := backendFlag(fs)
 	level := fs.String("log-level", "info", "log `level`: debug, info, warn, error")
 	format := fs.String("log-format", "text", "log `format`: text or json")
 	if err := parseFlags(fs, args); err != nil {
@@ -37,7 +39,7 @@ func cmdUp(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	tuneGC(log)
-	cfg, err := loadConfig(*cfgPath, stderr)
+	cfg, err := loadConfigFor(*cfgPath, *backendName, stderr)
 	if err != nil {
 		return err
 	}
@@ -78,27 +80,40 @@ func cmdUp(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	// The admin listener is bound before anything starts: a busy port fails at once.
+	// The admin listener is bound before anything starts: a busy port fails at once. On a
+	// swarm where to listen depends on the runner's container: the backend comes first.
+	var sb backend
+	if cfg.Runner.Backend == config.BackendSwarm {
+		if sb, err = openBackend(ctx, cfg.Runner.Backend, id, log, true); err != nil {
+			return err
+		}
+		defer sb.Close()
+	}
+	listen, adminAddr, err := listenAddrs(ctx, sb, cfg.Runner, stderr)
+	if err != nil {
+		return err
+	}
 	token, err := admin.LoadOrCreateToken(cfg.Runner.AdminTokenFile)
 	if err != nil {
 		return err
 	}
-	aln, err := net.Listen("tcp", adminListen(cfg.Runner))
+	aln, err := net.Listen("tcp", adminAddr)
 	if err != nil {
-		return fmt.Errorf("admin API: listen %s: %w (another runner? set runner.admin_listen or %s)", adminListen(cfg.Runner), err, envAdminListen)
+		return fmt.Errorf("admin API: listen %s: %w (another runner? set runner.admin_listen or %s)", adminAddr, err, envAdminListen)
 	}
 	defer aln.Close()
-	sb, err := docker.New(ctx, id, log)
-	if err != nil {
-		return err
+	if sb == nil {
+		if sb, err = openBackend(ctx, cfg.Runner.Backend, id, log, true); err != nil {
+			return err
+		}
+		defer sb.Close()
 	}
-	defer sb.Close()
 
 	metrics := admin.NewMetrics(prometheus.NewRegistry())
 	px := proxy.New(proxy.Options{TrustedProxies: cfg.Runner.TrustedProxies, Logger: log, Observer: metrics})
 	r := runner.New(runner.Options{
 		Config: cfg, ConfigPath: *cfgPath, Sandbox: sb, Router: px,
-		Logger: log, Keep: *keep, OnStatus: statusPrinter(stdout),
+		Logger: log, Keep: *keep, OnStatus: statusPrinter(stdout), Listen: listen,
 	})
 	metrics.SetSource(admin.Source{Statuses: r.Statuses, InFlight: px.InFlight})
 	var proxyAddr atomic.Pointer[string]
@@ -186,8 +201,25 @@ func stoppedLine(rep runner.ShutdownReport, network string) string {
 	return fmt.Sprintf("stopped: removed %d container%s; %s", rep.Removed, plural, rep.Network)
 }
 
-// The Docker backend is what runner.Sandbox is made for.
-var _ runner.Sandbox = (*docker.Client)(nil)
+// listenAddrs are where the proxy and the admin API listen. On a swarm the runner is in a
+// container: a loopback or wildcard host becomes the container's own address (where
+// `docker run -p 127.0.0.1:8080:8080` delivers), never an address on a plugin network; and
+// it states the hardening promises the cluster's engine cannot keep.
+func listenAddrs(ctx context.Context, sb backend, r config.Runner, stderr io.Writer) (listen, adminAddr string, err error) {
+	listen, adminAddr = r.Listen, adminListen(r)
+	s, ok := sb.(*swarm.Client)
+	if !ok {
+		return listen, adminAddr, nil
+	}
+	writeGaps(stderr, "warning: backend swarm (Engine API "+s.APIVersion()+") does not apply ", s.Gaps())
+	if listen, err = s.ListenAddr(ctx, listen); err != nil {
+		return "", "", err
+	}
+	if adminAddr, err = s.ListenAddr(ctx, adminAddr); err != nil {
+		return "", "", err
+	}
+	return listen, adminAddr, nil
+}
 
 // serveAdmin serves the admin API on ln and counts the runner's events into o.Metrics
 // until the returned function is called; that function ends the event and log streams,

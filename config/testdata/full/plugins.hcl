@@ -11,6 +11,7 @@ runner {
   trusted_proxies  = ["127.0.0.1/32", "10.0.0.0/8", "fd00::/8"]
   start_concurrency = 3
   protect_host     = false
+  backend          = "docker"
 }
 
 service "kv" {
@@ -64,6 +65,11 @@ plugin "hello" {
       interval = "2s"
       timeout  = "500ms"
       failures = 5
+    }
+
+    placement {
+      constraints = ["node.labels.tier == plugins", "node.role != manager"]
+      spread      = "node.labels.zone"
     }
   }
 }
