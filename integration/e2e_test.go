@@ -124,8 +124,10 @@ func TestEndToEnd(t *testing.T) {
 		if !strings.Contains(p.Detail, "not found") {
 			t.Errorf("detail %q does not say the image was not found", p.Detail)
 		}
-		if resp.Header.Get("Retry-After") == "" {
-			t.Error("503 without Retry-After")
+		// Failed: it will not serve until its config changes, so no Retry-After that
+		// would invite a client to hammer the runner every second.
+		if ra := resp.Header.Get("Retry-After"); ra != "" {
+			t.Errorf("a failed plugin's 503 has Retry-After %q", ra)
 		}
 	})
 
