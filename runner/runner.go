@@ -84,8 +84,8 @@ type Runner struct {
 	sidecar *sidecar
 
 	protected atomic.Pointer[sandbox.Protected] // what the backend enforces; nil before Start asks
-	cl     *clusterState // nil unless the Sandbox is a Cluster (cluster.go)
-	listen string        // Options.Listen
+	cl        *clusterState                     // nil unless the Sandbox is a Cluster (cluster.go)
+	listen    string                            // Options.Listen
 
 	ctx    context.Context // lives from Start to Shutdown; all background work hangs off it
 	cancel context.CancelFunc
