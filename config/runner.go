@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"path/filepath"
 	"strconv"
+	"time"
 
 	"github.com/hashicorp/hcl/v2"
 )
@@ -16,6 +17,9 @@ const (
 	defaultStateDir    = ".runner"
 	defaultPluginsDir  = "plugins.d"
 	adminTokenName     = "admin.token"
+	// defaultRegistryPoll: a moved tag is noticed within 5 minutes, at the price of one
+	// manifest HEAD per followed tag (HEADs do not count against Docker Hub's pull limit).
+	defaultRegistryPoll = 5 * time.Minute
 	// defaultStartConcurrency: how many plugin containers are created and started at
 	// once. Unbounded, 50 plugins on 2 cores starved the engine: starts ran into their
 	// start_timeout and were retried, 4× slower than 8 at a time.
@@ -35,6 +39,7 @@ var runnerSchema = &hcl.BodySchema{
 		{Name: "trusted_proxies"},
 		{Name: "start_concurrency"},
 		{Name: "protect_host"},
+		{Name: "registry_poll"},
 	},
 }
 
@@ -53,6 +58,7 @@ func defaultRunner(rootDir string) Runner {
 
 		StartConcurrency: defaultStartConcurrency,
 		ProtectHost:      true,
+		RegistryPoll:     defaultRegistryPoll,
 	}
 }
 
@@ -103,6 +109,7 @@ func (l *loader) decodeRunner(b *hcl.Block) (r Runner, pluginsDir string, plugin
 			Subject: a.Expr.Range().Ptr(),
 		})
 	}
+	l.durationOrOff(attrs, "registry_poll", &r.RegistryPoll)
 	return r, pluginsDir, pluginsDirRange
 }
 

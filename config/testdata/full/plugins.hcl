@@ -11,6 +11,7 @@ runner {
   trusted_proxies  = ["127.0.0.1/32", "10.0.0.0/8", "fd00::/8"]
   start_concurrency = 3
   protect_host     = false
+  registry_poll    = "1m"
 }
 
 service "kv" {
@@ -27,6 +28,8 @@ service "billing" {
 
 plugin "hello" {
   image    = "xcore-examples/hello:latest"
+  pull     = "always"
+  registry_poll = "30s"
   port     = 8080
   command  = ["/hello", "-v"]
   env      = { GREETING = "hi", LEVEL = 3, SECRET = file("secret.txt") }
