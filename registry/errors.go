@@ -116,7 +116,6 @@ type limiter struct {
 	next     http.RoundTripper
 	fallback time.Duration // a 429 without a usable Retry-After
 	now      func() time.Time
-	log      *slog.Logger
 
 	mu    sync.Mutex
 	until map[string]time.Time
@@ -201,6 +200,9 @@ func (c Credential) GoString() string { return "registry.Credential{[redacted]}"
 
 // LogValue keeps slog from printing the fields.
 func (c Credential) LogValue() slog.Value { return slog.StringValue("[redacted]") }
+
+// Format keeps fmt's verbs (%v, %+v, %#v, %s, %q) from printing the fields.
+func (c Credential) Format(f fmt.State, verb rune) { _, _ = f.Write([]byte("[redacted]")) }
 
 // MarshalJSON keeps encoders from printing the fields.
 func (c Credential) MarshalJSON() ([]byte, error) { return []byte(`"[redacted]"`), nil }
