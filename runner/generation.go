@@ -138,6 +138,9 @@ func (s *supervisor) notReadyReason() string {
 	if s.failReason != "" {
 		return "failed: " + s.failReason
 	}
+	if s.cur == nil && s.want != nil && isPulling(s.want.d.Err) {
+		return s.want.d.Err.Error() // "pulling team/hello:1.4"
+	}
 	if s.cur != nil {
 		for _, sl := range s.cur.slots {
 			if (sl.restarted || sl.dying) && sl.lastExit != "" {
@@ -160,6 +163,8 @@ func (s *supervisor) refresh() {
 		switch {
 		case s.failReason != "":
 			st.State = StateFailed
+		case g == nil && s.want != nil && isPulling(s.want.d.Err):
+			st.State = StatePulling
 		case g == nil:
 			st.State = StatePending
 		}

@@ -39,6 +39,9 @@ type Options struct {
 	// Services hosts the sidecar endpoints; nil: Start opens the services of
 	// runner.state_dir (when it is set).
 	Services Services
+	// Registry answers for registry images (tag checks, credentials); nil: a
+	// registry.Client with the user's Docker credentials.
+	Registry Registry
 }
 
 // Runner runs the plugins of one config.
@@ -78,6 +81,8 @@ type Runner struct {
 	ctx    context.Context // lives from Start to Shutdown; all background work hangs off it
 	cancel context.CancelFunc
 	owner  owner // every goroutine the runner starts
+
+	images *images // registry images: pulls and followed tags (images.go, follow.go)
 }
 
 // New prepares a runner; nothing happens until Start.
@@ -86,13 +91,15 @@ func New(o Options) *Runner {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Runner{
+	r := &Runner{
 		cfgPath: o.ConfigPath, cfg: o.Config, sb: o.Sandbox, router: o.Router, log: log,
 		onStatus: o.OnStatus, keep: o.Keep || o.Config.Runner.KeepOnExit, svc: o.Services,
 		sups: map[string]*supervisor{}, retiring: map[string]*supervisor{}, gens: map[string]int{},
 		requests: make(chan reconcileRequest, 16), engine: make(chan struct{}, startConcurrency(o.Config)),
 		owner: owner{log: log},
 	}
+	r.images = newImages(r, o.Sandbox, o.Registry)
+	return r
 }
 
 // startConcurrency is runner.start_concurrency, or its default for a config built by
@@ -142,6 +149,10 @@ func (r *Runner) Start(ctx context.Context) error {
 		sups = append(sups, s)
 	}
 	r.mu.Unlock()
+	// The loop runs while start-up waits: a plugin whose image is being pulled settles
+	// only after the pass that the pull's end asks for.
+	r.watchBuilds(cfg)
+	r.owner.Go("reconcile loop", r.loop, nil)
 	for _, s := range sups {
 		select {
 		case <-s.settled:
@@ -149,8 +160,6 @@ func (r *Runner) Start(ctx context.Context) error {
 			return ctx.Err()
 		}
 	}
-	r.watchBuilds(cfg)
-	r.owner.Go("reconcile loop", r.loop, nil)
 	r.owner.Go("engine events", r.watchEngine, nil)
 	if cfg.Runner.Watch && r.cfgPath != "" {
 		r.owner.Go("config watcher", func() {
@@ -219,6 +228,9 @@ func (r *Runner) Statuses() []Status {
 		out = append(out, s.snapshot())
 	}
 	r.mu.Unlock()
+	for i := range out {
+		r.images.overlay(&out[i])
+	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
 }

@@ -45,9 +45,11 @@ type Counts struct {
 
 // Server is a registry on 127.0.0.1:<free port>.
 type Server struct {
-	Host string // 127.0.0.1:PORT
+	Host    string // 127.0.0.1:PORT
+	handler http.Handler
+
+	lmu  sync.Mutex // guards srv and done across Stop and Resume
 	srv  *http.Server
-	ln   net.Listener
 	done chan struct{}
 
 	ping, mhead, mget, bget, bhead, writes, refused atomic.Int64
@@ -66,20 +68,48 @@ func Start() (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{Host: ln.Addr().String(), ln: ln, done: make(chan struct{})}
-	reg := ggcr.New(ggcr.Logger(log.New(io.Discard, "", 0)))
-	s.srv = &http.Server{Handler: s.wrap(reg), ReadHeaderTimeout: 10 * time.Second}
-	go func() {
-		defer close(s.done)
-		_ = s.srv.Serve(ln)
-	}()
+	s := &Server{Host: ln.Addr().String()}
+	s.handler = s.wrap(ggcr.New(ggcr.Logger(log.New(io.Discard, "", 0))))
+	s.serve(ln)
 	return s, nil
 }
 
+func (s *Server) serve(ln net.Listener) {
+	srv := &http.Server{Handler: s.handler, ReadHeaderTimeout: 10 * time.Second}
+	done := make(chan struct{})
+	s.lmu.Lock()
+	s.srv, s.done = srv, done
+	s.lmu.Unlock()
+	go func() {
+		defer close(done)
+		_ = srv.Serve(ln)
+	}()
+}
+
 // Close stops the registry (connections in flight are cut).
-func (s *Server) Close() {
-	_ = s.srv.Close()
-	<-s.done
+func (s *Server) Close() { s.Stop() }
+
+// Stop makes the registry unreachable: its port refuses connections, those in flight
+// are cut. Resume serves the same content again on the same port.
+func (s *Server) Stop() {
+	s.lmu.Lock()
+	srv, done := s.srv, s.done
+	s.srv = nil
+	s.lmu.Unlock()
+	if srv != nil {
+		_ = srv.Close()
+		<-done
+	}
+}
+
+// Resume serves again on the same address after Stop.
+func (s *Server) Resume() error {
+	ln, err := net.Listen("tcp", s.Host)
+	if err != nil {
+		return err
+	}
+	s.serve(ln)
+	return nil
 }
 
 // Counts returns the requests served so far.
