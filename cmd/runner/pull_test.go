@@ -103,7 +103,9 @@ func TestPullPrinter(t *testing.T) {
 	pulls = nil
 	pmu.Unlock()
 	events <- runner.Event{Type: runner.EventPullDone, Plugin: "hello", Image: "team/hello:1.4", Digest: "sha256:cd34", Bytes: 1000 << 10, Duration: 1234 * time.Millisecond}
-	waitUntil(t, func() bool { return strings.Contains(w.String(), "pulled  hello  team/hello:1.4  sha256:cd34  1000KiB in 1.234s\n") })
+	waitUntil(t, func() bool {
+		return strings.Contains(w.String(), "pulled  hello  team/hello:1.4  sha256:cd34  1000KiB in 1.234s\n")
+	})
 	close(p.stopCh)
 	p.wg.Wait()
 }
