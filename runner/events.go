@@ -37,7 +37,7 @@ type Event struct {
 	OK       bool          `json:"ok,omitempty"`       // reloads: applied
 	Image    string        `json:"image,omitempty"`    // pulls and registry moves: the reference
 	Digest   string        `json:"digest,omitempty"`   // pull_done: pulled; registry_moved: moved to
-	Bytes    int64         `json:"bytes,omitempty"`    // pull_done: bytes the engine downloaded
+	Bytes    int64         `json:"bytes,omitempty"`    // pull_done: bytes downloaded (the image's size when the engine gave no sizes)
 }
 
 // bus fans events out to subscribers. A slow subscriber loses events rather than

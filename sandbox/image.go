@@ -12,6 +12,7 @@ type Image struct {
 	// pulled or pushed it ("team/hello@sha256:…", the engine's familiar names); empty
 	// for an image built or loaded here and never pushed.
 	RepoDigests []string
+	Size        int64 // bytes, unpacked
 }
 
 // Platform is the engine's platform: which manifest of a multi-platform index it runs.

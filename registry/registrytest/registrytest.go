@@ -248,6 +248,7 @@ type Image struct {
 	Entrypoint []string          // default: the binary
 	Env        map[string]string // image environment (the plugin's env overrides it)
 	Files      map[string]string // extra files: path → content (a way to make a new digest)
+	Labels     map[string]string // image labels (tests clean up the images they pull by label)
 	Platform   v1.Platform       // default linux/amd64
 }
 
@@ -307,6 +308,7 @@ func Build(spec Image) (v1.Image, error) {
 	for k, v := range spec.Env {
 		cf.Config.Env = append(cf.Config.Env, k+"="+v)
 	}
+	cf.Config.Labels = spec.Labels
 	return mutate.ConfigFile(img, cf)
 }
 

@@ -32,7 +32,7 @@ func (c *Client) InspectImage(ctx context.Context, ref string) (sandbox.Image, e
 	if err != nil {
 		return sandbox.Image{}, fmt.Errorf("inspect image %q: %w", ref, err)
 	}
-	return sandbox.Image{ID: res.ID, RepoDigests: res.RepoDigests}, nil
+	return sandbox.Image{ID: res.ID, RepoDigests: res.RepoDigests, Size: res.Size}, nil
 }
 
 // Platform is the engine's OS and architecture: the manifest of an index it pulls.
