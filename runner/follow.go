@@ -89,7 +89,14 @@ func (im *images) follow(cfg *config.Config) {
 	im.follower = im.follower || start
 	im.mu.Unlock()
 	if start {
-		im.r.owner.Go("registry follower", im.followLoop, nil)
+		im.r.owner.Go("registry follower", im.followLoop, func(error) {
+			im.mu.Lock()
+			im.follower = false // the next pass starts another
+			for _, f := range im.followed {
+				f.polling = false
+			}
+			im.mu.Unlock()
+		})
 	} else if changed {
 		select {
 		case im.wake <- struct{}{}:
@@ -101,7 +108,6 @@ func (im *images) follow(cfg *config.Config) {
 // followLoop starts the checks that are due, at most maxPolls at once, and sleeps
 // until the next one is. It idles (no timer) while nothing is followed.
 func (im *images) followLoop() {
-	sem := make(chan struct{}, maxPolls)
 	done := make(chan struct{}, maxPolls)
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
@@ -127,9 +133,8 @@ func (im *images) followLoop() {
 			}
 			f.polling = true
 			inFlight++
-			sem <- struct{}{}
 			im.r.owner.Go("registry check "+f.ref.String(), func() {
-				defer func() { <-sem; done <- struct{}{} }()
+				defer func() { done <- struct{}{} }()
 				im.poll(f)
 			}, nil)
 		}

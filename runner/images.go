@@ -87,8 +87,7 @@ type pull struct {
 	done     chan struct{} // closed when the pull under way ends
 
 	err      error // the last pull's failure; nil once one succeeds
-	failures int
-	retry    *time.Timer
+	failures int    // consecutive; a retry waits for the failure it was armed for
 	pulled   bool   // one succeeded (pull = "always" is satisfied)
 	attempts int    // started, for pull = "always": one per image per runner life
 	digest   string // the last pull's registry digest
@@ -212,15 +211,15 @@ func imageDigest(ref registry.Ref, img sandbox.Image, remote string) string {
 	return ds[0]
 }
 
-// startLocked starts a pull of pl's image unless one runs. im.mu is held.
+// startLocked starts a pull of pl's image unless one runs (or the runner is shutting
+// down). im.mu is held.
 func (im *images) startLocked(pl *pull, reason string, explicit bool) {
 	if pl.running {
 		pl.explicit = pl.explicit || explicit
 		return
 	}
-	if pl.retry != nil {
-		pl.retry.Stop()
-		pl.retry = nil
+	if im.r.ctx == nil || im.r.ctx.Err() != nil {
+		return
 	}
 	pl.running, pl.explicit, pl.reason, pl.started = true, explicit, reason, time.Now()
 	pl.progress = sandbox.PullProgress{}
@@ -287,11 +286,20 @@ func (im *images) finish(pl *pull, img sandbox.Image, err error) {
 		pl.err = err
 		pl.failures++
 		pl.explicit = false
-		// A missing image is retried on its own; a followed tag's move is retried by
-		// the follower, at its own pace.
+		// A missing image is retried on its own (in a goroutine of the owner, which
+		// ends with the runner); a followed tag's move is retried by the follower, at
+		// its own pace.
 		if lc, ok := im.local[key]; (!ok || lc.missing) && im.r.ctx.Err() == nil {
-			delay := backoff(pullRetryBase, pullRetryCap, pl.failures)
-			pl.retry = time.AfterFunc(delay, func() { im.retryPull(key) })
+			delay, n := backoff(pullRetryBase, pullRetryCap, pl.failures), pl.failures
+			im.r.owner.Go("retry pull "+ref.String(), func() {
+				t := time.NewTimer(delay)
+				defer t.Stop()
+				select {
+				case <-t.C:
+					im.retryPull(key, n)
+				case <-im.r.ctx.Done():
+				}
+			}, nil)
 		}
 	}
 	digest := pl.digest
@@ -321,15 +329,15 @@ func (im *images) finish(pl *pull, img sandbox.Image, err error) {
 	im.r.Resync()
 }
 
-// retryPull pulls a missing image again after a failure, if a plugin still uses it.
-func (im *images) retryPull(key string) {
-	if im.r.ctx.Err() != nil || len(im.pluginsOf(key)) == 0 {
+// retryPull pulls a missing image again after its failure number n, if a plugin still
+// uses it and nothing pulled it since.
+func (im *images) retryPull(key string, n int) {
+	if len(im.pluginsOf(key)) == 0 {
 		return
 	}
 	im.mu.Lock()
 	defer im.mu.Unlock()
-	if pl := im.pulls[key]; pl != nil && !pl.running {
-		pl.retry = nil
+	if pl := im.pulls[key]; pl != nil && !pl.running && pl.err != nil && pl.failures == n {
 		im.startLocked(pl, fmt.Sprintf("retry after a failure (%d so far)", pl.failures), false)
 	}
 }
