@@ -86,7 +86,7 @@ type pull struct {
 	progress sandbox.PullProgress
 	done     chan struct{} // closed when the pull under way ends
 
-	err      error // the last pull's failure; nil once one succeeds
+	err      error  // the last pull's failure; nil once one succeeds
 	failures int    // consecutive; a retry waits for the failure it was armed for
 	pulled   bool   // one succeeded (pull = "always" is satisfied)
 	attempts int    // started, for pull = "always": one per image per runner life
