@@ -185,12 +185,25 @@ func (im *images) resolve(ctx context.Context, p *config.Plugin) resolved {
 		// between failed and pulling at each retry).
 		err := pl.err
 		im.mu.Unlock()
-		return resolved{err: fmt.Errorf("image %s is not on this host and the pull failed: %w", ref, err)}
+		return resolved{err: missingImage(ref, err)}
 	default:
 		im.startLocked(pl, "not on this host", false)
 		im.mu.Unlock()
 		return resolved{err: &pullingError{ref: ref.String()}}
 	}
+}
+
+// missingImage is why a plugin whose image the engine lacks cannot start: a refusal is
+// said as the registry's (it names the file to fix); anything else also says that the
+// image is not here, and how to make it so when it is one built on this host.
+func missingImage(ref registry.Ref, err error) error {
+	switch {
+	case errors.Is(err, registry.ErrDenied):
+		return err
+	case errors.Is(err, registry.ErrNotFound), errors.Is(err, registry.ErrUnreachable):
+		return fmt.Errorf("image %q not found locally (built here? docker build -t %s <dir>), and pulling it failed: %w", ref.String(), ref.String(), err)
+	}
+	return fmt.Errorf("image %q not found locally, and pulling it failed: %w", ref.String(), err)
 }
 
 // imageDigest is the registry digest a plugin's image is known by: the pinned one, or
@@ -546,7 +559,7 @@ func plannedImages(images Images, reg Registry) resolveFunc {
 		case missing:
 			d, err := reg.Head(ctx, ref)
 			if err != nil {
-				return resolved{err: fmt.Errorf("image %s is not on this host and cannot be pulled: %w", ref, err)}
+				return resolved{err: missingImage(ref, err)}
 			}
 			return resolved{id: "unpulled:" + d.Digest, digest: d.Digest}
 		}
