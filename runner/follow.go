@@ -177,7 +177,7 @@ func (im *images) poll(f *followed) {
 		im.mu.Unlock()
 	}()
 
-	local, have, err := im.localOf(ctx, ref)
+	local, have, seen, err := im.localOf(ctx, ref)
 	if err != nil {
 		return // the engine: the next pass says so
 	}
@@ -228,6 +228,10 @@ func (im *images) poll(f *followed) {
 		im.mu.Unlock()
 		return
 	}
+	if lc, ok := im.local[key]; ok && !lc.at.Equal(seen) {
+		im.mu.Unlock()
+		return // the engine's image changed while we asked (a pull ended): the next poll compares again
+	}
 	if pl.err != nil && f.announced == res.Remote && time.Now().Before(f.pullAfter) {
 		im.mu.Unlock()
 		return // this move's pull failed: retried with its own backoff, not at every poll
@@ -259,20 +263,20 @@ func (im *images) poll(f *followed) {
 	}
 }
 
-// localOf is the engine's image under ref: from the last pass when it knows it, else
-// asked now. have is false when the engine has none.
-func (im *images) localOf(ctx context.Context, ref registry.Ref) (img sandbox.Image, have bool, err error) {
+// localOf is the engine's image under ref: from the last pass or pull when they know
+// it (seen: when they learnt it), else asked now. have is false when the engine has none.
+func (im *images) localOf(ctx context.Context, ref registry.Ref) (img sandbox.Image, have bool, seen time.Time, err error) {
 	im.mu.Lock()
 	lc, ok := im.local[ref.Key()]
 	im.mu.Unlock()
 	if ok {
-		return lc.img, !lc.missing, nil
+		return lc.img, !lc.missing, lc.at, nil
 	}
 	img, err = im.pl.InspectImage(ctx, ref.Engine())
 	if errors.Is(err, sandbox.ErrNotFound) {
-		return sandbox.Image{}, false, nil
+		return sandbox.Image{}, false, time.Time{}, nil
 	}
-	return img, err == nil, err
+	return img, err == nil, time.Time{}, err
 }
 
 func (im *images) enginePlatform(ctx context.Context) (registry.Platform, error) {

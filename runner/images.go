@@ -111,7 +111,15 @@ type images struct {
 type localImage struct {
 	img     sandbox.Image
 	missing bool
-	at      time.Time
+	at      time.Time // when it was learnt to be so: a poll that began before knows less
+}
+
+// noteLocal records what the engine has under key. im.mu is held.
+func (im *images) noteLocal(key string, img sandbox.Image, missing bool) {
+	if lc, ok := im.local[key]; ok && lc.missing == missing && lc.img.ID == img.ID && slices.Equal(lc.img.RepoDigests, img.RepoDigests) {
+		return // unchanged: keep when it was learnt
+	}
+	im.local[key] = localImage{img: img, missing: missing, at: time.Now()}
 }
 
 func newImages(r *Runner, sb Sandbox, reg Registry) *images {
@@ -156,7 +164,7 @@ func (im *images) resolve(ctx context.Context, p *config.Plugin) resolved {
 		return resolved{err: ierr}
 	}
 	im.mu.Lock()
-	im.local[key] = localImage{img: img, missing: missing, at: time.Now()}
+	im.noteLocal(key, img, missing)
 	pl := im.pulls[key]
 	if pl == nil {
 		pl = &pull{ref: ref}
@@ -294,7 +302,7 @@ func (im *images) finish(pl *pull, img sandbox.Image, err error) {
 	if err == nil {
 		pl.err, pl.failures, pl.pulled, pl.explicit = nil, 0, true, false
 		pl.digest = imageDigest(ref, img, prog.Digest)
-		im.local[key] = localImage{img: img, at: time.Now()}
+		im.noteLocal(key, img, false)
 	} else {
 		pl.err = err
 		pl.failures++
