@@ -96,6 +96,7 @@ func scaleSection(ctx context.Context, e *env) (out string, err error) {
 	many, one := &scaleRow{plugins: scaleSize}, &scaleRow{plugins: 1}
 	var runners []*scaleRunner
 	var polls *pollStats // the big runner following registry tags (registry.go), last
+	pollsCleanup := func() {}
 	defer func() {
 		// Stop both (the big one takes a while: it removes every container).
 		for _, r := range runners {
@@ -103,6 +104,7 @@ func scaleSection(ctx context.Context, e *env) (out string, err error) {
 			r.row.stopTook = r.p.stopTook
 			progress("  %d plugin(s): SIGTERM → exit %s", r.row.plugins, ms(r.row.stopTook))
 		}
+		pollsCleanup()
 		if len(one.loads) > 0 && len(many.loads) > 0 {
 			out = renderScale([]*scaleRow{one, many}, e)
 			if polls != nil {
@@ -168,7 +170,7 @@ func scaleSection(ctx context.Context, e *env) (out string, err error) {
 	}
 	// Last, as it edits the big runner's config: what polling registries costs.
 	progress("  %d plugin(s) following registry tags (registry_poll = %q)", rm.row.plugins, registryPoll)
-	if polls, err = pollCPU(ctx, e, rm); err != nil {
+	if polls, pollsCleanup, err = pollCPU(ctx, e, rm); err != nil {
 		return "", fmt.Errorf("registry polling: %w", err)
 	}
 	progress("  polling: %d ticks in %s, registry %s", polls.ticks, ms(polls.window), polls.counts)
