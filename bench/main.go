@@ -16,11 +16,11 @@
 //  5. Runner RSS (VmRSS) idle with 1, 10, 50 and 200 plugins and under the load of section 1.
 //  6. Many plugins (scale.go): a runner with 200 plugins (reach = "address") next to one
 //     with 1: the idle CPU of both (/proc/<pid>/stat) and throughput to one plugin of each
-//     in alternating rounds; then the 200 follow registry tags: the CPU per poll
-//     (registry.go).
+//     in alternating rounds.
 //  7. Registry (registry.go): a push to a followed tag (registry_poll = "1s") → new
 //     generation serving, next to the floor: the engine pulling a new image + create +
-//     start + first 200.
+//     start + first 200; then the runner's CPU per poll with 200 followed tags
+//     (BenchmarkRegistryPoll).
 //
 // Then where proxy time goes (profile.go): the top of a CPU profile of
 // BenchmarkProxyHandler. -smoke (smoke.go, `make bench-smoke`, part of `make test`) runs
@@ -163,7 +163,7 @@ func run() int {
 		{"replace", "2. Replacement under load", budget(75 * time.Second), replaceSection},
 		{"config", "3. Config save → new generation serving", budget(90 * time.Second), configSection},
 		{"cold", "4. Cold start", budget(220 * time.Second), coldSection},
-		{"scale", "6. Many plugins: the route table and idle CPU", budget(200 * time.Second), scaleSection},
+		{"scale", "6. Many plugins: the route table and idle CPU", budget(150 * time.Second), scaleSection},
 		{"registry", "7. Registry: tag moved → new generation serving", budget(75 * time.Second), registrySection},
 		{"rss", "5. Runner memory (VmRSS)", time.Second, func(context.Context, *env) (string, error) { return e.rss.render(), nil }},
 	}

@@ -4,17 +4,20 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"net/url"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/xcore/runner/registry/registrytest"
 )
@@ -28,8 +31,10 @@ import (
 // measured in section 6, on its runner of scaleSize plugins (pollCPU).
 
 var (
-	registryPushes = 5 // -smoke: fewer
-	registryPoll   = time.Second
+	registryPushes     = 5 // -smoke: fewer
+	registryPoll       = time.Second
+	registryPollTags   = 200 // followed tags of the poll-cost benchmark; -smoke: fewer
+	registryPollWindow = 5 * time.Second
 )
 
 // registrySection: tag moved → new generation serving, registryPushes times.
@@ -121,6 +126,10 @@ plugin "hello" {
 	if len(moves) == 0 {
 		return "", moveErr
 	}
+	pollLine, pollErr := pollBench(ctx, e)
+	if moveErr == nil {
+		moveErr = pollErr
+	}
 	counts := reg.Counts()
 	slices.Sort(moves)
 	slices.Sort(floor)
@@ -147,6 +156,24 @@ engine (POST /images/create, the call `+"`docker pull`"+` makes) and run as in s
 (create + start + inspect over the Engine API, first 200 at its published port). Runs and
 floors alternate, so both see the same host. Registry requests over the section: %s.
 `, "127.0.0.1:<port>", drainTimeout, counts)
+	if pollLine != "" {
+		fmt.Fprintf(&b, `
+**The CPU a poll costs**, %d followed tags, registry_poll = "1s": **%s µs of runner CPU per
+poll**, %s HEAD per tag per second (goal: ≤ 1 HEAD per plugin per interval: %s); the
+runner's CPU %s %% of one core following them, %s %% with registry_poll = "0".
+
+`+"`go test -bench BenchmarkRegistryPoll ./runner/`"+` (runner/poll_bench_test.go): a runner
+whose %d plugins each follow their own tag of an image the engine has (so nothing is
+pulled), on a fake engine whose containers are httptest servers (health probes once an
+hour), against a registry served by another process; its CPU (getrusage) over %s, minus
+the same runner's with polling off, divided by the HEADs it sent. What a poll is: a timer,
+a manifest HEAD on a kept-alive connection, a comparison with the engine's digests.
+%s
+`, registryPollTags, pollMetric(pollLine, "cpu-µs/poll"), pollMetric(pollLine, "HEAD/tag/s"),
+			metOrMissed(headsPerTag(pollLine) <= 1.05),
+			pollMetric(pollLine, "%cpu-following"), pollMetric(pollLine, "%cpu-idle"),
+			registryPollTags, registryPollWindow, "`"+pollLine+"`")
+	}
 	return b.String(), moveErr
 }
 
@@ -250,149 +277,42 @@ func removeRegistryImages(host string) {
 	}
 }
 
-// pollStats is what pollCPU measured.
-type pollStats struct {
-	tags             int
-	window           time.Duration
-	ticks, idleTicks int64 // runner CPU over the window, following and before
-	idleWindow       time.Duration
-	counts           registrytest.Counts
+// pollBench runs BenchmarkRegistryPoll (runner/poll_bench_test.go): the runner's CPU per
+// poll with registryPollTags followed tags, over registryPollWindow. It returns the
+// `go test` result line.
+func pollBench(ctx context.Context, e *env) (string, error) {
+	cmd := exec.CommandContext(ctx, "go", "test", "-run", "^$", "-bench", "^BenchmarkRegistryPoll$", "-benchtime", "1x", "-count", "1", "./runner/")
+	cmd.Dir = e.root
+	cmd.Env = append(os.Environ(), fmt.Sprintf("XCORE_POLL_TAGS=%d", registryPollTags), "XCORE_POLL_WINDOW="+registryPollWindow.String())
+	out, err := cmd.CombinedOutput()
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.HasPrefix(line, "BenchmarkRegistryPoll") {
+			return strings.Join(strings.Fields(line), " "), nil
+		}
+	}
+	if err == nil {
+		err = errors.New("no result line")
+	}
+	return "", fmt.Errorf("go test -bench BenchmarkRegistryPoll: %w\n%s", err, out)
 }
 
-// pollCPU measures the CPU a poll costs on the runner r of section 6: its plugins are
-// moved (by a config edit) onto tags of a registry holding the very image they run — the
-// same image ID, so nothing is replaced — with registry_poll = "1s"; once the runner
-// polls them all, its CPU over idleCPUFor is compared with its idle CPU measured before.
-// The engine has every tag already (pushed once, tagged locally: the image carries the
-// registry digest), so nothing is pulled: what is measured is polling alone.
-//
-// The registry and its names stay until cleanup is called, after the runner stopped
-// (removed from under it, they would make it pull).
-func pollCPU(ctx context.Context, e *env, r *scaleRunner) (st *pollStats, cleanup func(), err error) {
-	plugins := make([]pluginConf, r.row.plugins) // as scaleUp made them
-	for i := range plugins {
-		plugins[i] = pluginConf{name: fmt.Sprintf("hello-%03d", i+1), greeting: "s", startTimeout: scaleStartAfter}
-	}
-	reg, err := registrytest.Start()
+// headsPerTag is the HEADs per tag per second of a BenchmarkRegistryPoll line (∞ when
+// unreadable).
+func headsPerTag(line string) float64 {
+	v, err := strconv.ParseFloat(pollMetric(line, "HEAD/tag/s"), 64)
 	if err != nil {
-		return nil, func() {}, err
+		return math.Inf(1)
 	}
-	cleanup = func() {
-		reg.Close()
-		removeRegistryImages(reg.Host)
-	}
-	st, err = followTags(ctx, e, r, reg, plugins)
-	return st, cleanup, err
+	return v
 }
 
-func followTags(ctx context.Context, e *env, r *scaleRunner, reg *registrytest.Server, plugins []pluginConf) (*pollStats, error) {
-	base := reg.Host + "/bench/followed:base"
-	if _, err := docker(ctx, "tag", e.image, base); err != nil {
-		return nil, err
-	}
-	if _, err := docker(ctx, "push", base); err != nil {
-		return nil, err
-	}
-	src, err := name.NewTag(base)
-	if err != nil {
-		return nil, err
-	}
-	desc, err := remote.Get(src, remote.WithContext(ctx))
-	if err != nil {
-		return nil, err
-	}
-	api, err := newEngineAPI()
-	if err != nil {
-		return nil, err
-	}
-	id, err := docker(ctx, "image", "inspect", "-f", "{{.Id}}", base)
-	if err != nil {
-		return nil, err
-	}
-	var b strings.Builder
-	fmt.Fprintf(&b, "runner {\n  listen = \"127.0.0.1:0\"\n  admin_listen = \"127.0.0.1:0\"\n  watch = true\n  reach = %q\n  registry_poll = %q\n}\n", scaleReach, registryPoll)
-	for i, pc := range plugins {
-		tag := fmt.Sprintf("%s/bench/followed:t%03d", reg.Host, i+1)
-		dst, err := name.NewTag(tag)
-		if err != nil {
-			return nil, err
-		}
-		if err := remote.Tag(dst, desc, remote.WithContext(ctx)); err != nil {
-			return nil, err
-		}
-		q := url.Values{"repo": {dst.Context().Name()}, "tag": {dst.TagStr()}}
-		if err := api.do(ctx, http.MethodPost, "/images/"+id+"/tag?"+q.Encode(), nil, nil); err != nil {
-			return nil, err
-		}
-		fmt.Fprintf(&b, `
-plugin %q {
-  image = %q
-  port  = 8080
-  env   = { GREETING = %q }
-  supervisor {
-    health { path = "/healthz" }
-    drain_timeout = "%s"
-    stop_timeout  = "2s"
-    start_timeout = %q
-  }
-}
-`, pc.name, tag, pc.greeting, drainTimeout, pc.startTimeout)
-	}
-	c0 := reg.Counts()
-	if err := writeAtomic(r.p.cfg, b.String()); err != nil {
-		return nil, err
-	}
-	// The runner follows every tag (one round of HEADs), nothing pulled nor replaced.
-	deadline := time.Now().Add(time.Minute)
-	for reg.Counts().Since(c0).ManifestHead < int64(len(plugins)) {
-		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("%d/%d tags polled after 1m", reg.Counts().Since(c0).ManifestHead, len(plugins))
-		}
-		if err := sleep(ctx, 100*time.Millisecond); err != nil {
-			return nil, err
+// pollMetric is the value of unit in a benchmark result line.
+func pollMetric(line, unit string) string {
+	f := strings.Fields(line)
+	for i := 1; i < len(f); i++ {
+		if f[i] == unit {
+			return f[i-1]
 		}
 	}
-	if err := sleep(ctx, idleSettle+registryPoll); err != nil {
-		return nil, err
-	}
-	if log := r.p.stderr(); strings.Contains(log, `msg="replacing plugin"`) || strings.Contains(log, `msg="pulling image"`) {
-		return nil, fmt.Errorf("following tags of the image the plugins run pulled or replaced something")
-	}
-	st := &pollStats{tags: len(plugins), idleTicks: r.row.cpuTicks, idleWindow: r.row.cpuWindow}
-	var begin time.Time
-	t0, err := cpuTicks(r.pid)
-	if err != nil {
-		return nil, err
-	}
-	c0, begin = reg.Counts(), time.Now()
-	if err := sleep(ctx, idleCPUFor); err != nil {
-		return nil, err
-	}
-	t1, err := cpuTicks(r.pid)
-	if err != nil {
-		return nil, err
-	}
-	st.window, st.ticks, st.counts = time.Since(begin), t1-t0, reg.Counts().Since(c0)
-	return st, nil
-}
-
-// render is the poll-cost paragraph of section 6.
-func (s *pollStats) render() string {
-	hz := float64(clockTicks())
-	cpu := float64(s.ticks) / hz / s.window.Seconds()
-	idle := float64(s.idleTicks) / hz / s.idleWindow.Seconds()
-	polls := float64(s.counts.ManifestHead)
-	perPoll := "n/a"
-	if polls > 0 {
-		perPoll = fmt.Sprintf("%.0f µs", max(cpu-idle, 0)*s.window.Seconds()/polls*1e6)
-	}
-	perTag := polls / float64(s.tags) / (s.window.Seconds() / registryPoll.Seconds())
-	return fmt.Sprintf(`
-**Polling a registry** (issue 14): the %d plugins then moved, by a config edit, onto %d
-tags of a registry on 127.0.0.1 holding the image they run (same image ID: nothing was
-replaced), registry_poll = %q. Over %s: %s; runner CPU %.2f %% of one core (%d ticks)
-against %.2f %% idle before → **%s of CPU per poll**, %.2f HEAD per followed tag per
-interval (goal ≤ 1: %s), no manifest or blob GET while nothing moved: %s.
-`, s.tags, s.tags, registryPoll, ms(s.window), s.counts, 100*cpu, s.ticks, 100*idle, perPoll, perTag,
-		metOrMissed(perTag <= 1.05), metOrMissed(s.counts.ManifestGet == 0 && s.counts.BlobGet == 0))
+	return "?"
 }

@@ -95,8 +95,6 @@ func scaleSection(ctx context.Context, e *env) (out string, err error) {
 	}
 	many, one := &scaleRow{plugins: scaleSize}, &scaleRow{plugins: 1}
 	var runners []*scaleRunner
-	var polls *pollStats // the big runner following registry tags (registry.go), last
-	pollsCleanup := func() {}
 	defer func() {
 		// Stop both (the big one takes a while: it removes every container).
 		for _, r := range runners {
@@ -104,12 +102,8 @@ func scaleSection(ctx context.Context, e *env) (out string, err error) {
 			r.row.stopTook = r.p.stopTook
 			progress("  %d plugin(s): SIGTERM → exit %s", r.row.plugins, ms(r.row.stopTook))
 		}
-		pollsCleanup()
 		if len(one.loads) > 0 && len(many.loads) > 0 {
 			out = renderScale([]*scaleRow{one, many}, e)
-			if polls != nil {
-				out += polls.render()
-			}
 		}
 	}()
 	for _, row := range []*scaleRow{many, one} {
@@ -168,12 +162,6 @@ func scaleSection(ctx context.Context, e *env) (out string, err error) {
 		r.row.loads = append(r.row.loads, res)
 		progress("  %3d plugin(s) %s: %.0f req/s p50 %s p99 %s errors %d", r.row.plugins, r.row.target, res.rps, ms(res.p50), ms(res.p99), res.errors)
 	}
-	// Last, as it edits the big runner's config: what polling registries costs.
-	progress("  %d plugin(s) following registry tags (registry_poll = %q)", rm.row.plugins, registryPoll)
-	if polls, pollsCleanup, err = pollCPU(ctx, e, rm); err != nil {
-		return "", fmt.Errorf("registry polling: %w", err)
-	}
-	progress("  polling: %d ticks in %s, registry %s", polls.ticks, ms(polls.window), polls.counts)
 	return "", nil // rendered by the deferred function, after the runners are stopped
 }
 

@@ -59,16 +59,7 @@ func New(o Options) *Client {
 		o.Keychain = authn.DefaultKeychain
 	}
 	if o.Transport == nil {
-		o.Transport = &http.Transport{
-			Proxy:                 http.ProxyFromEnvironment,
-			DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-			ForceAttemptHTTP2:     true,
-			MaxIdleConns:          100,
-			MaxIdleConnsPerHost:   16,
-			IdleConnTimeout:       90 * time.Second,
-			TLSHandshakeTimeout:   10 * time.Second,
-			ResponseHeaderTimeout: requestTimeout,
-		}
+		o.Transport = NewTransport()
 	}
 	if o.DefaultRetryAfter <= 0 {
 		o.DefaultRetryAfter = time.Minute
@@ -91,6 +82,21 @@ func New(o Options) *Client {
 		remote.WithRetryStatusCodes(http.StatusRequestTimeout, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout),
 	}
 	return c
+}
+
+// NewTransport is the Client's default transport: kept-alive connections, enough of
+// them per registry for the checks the runner makes at once, bounded dials and answers.
+func NewTransport() *http.Transport {
+	return &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		ForceAttemptHTTP2:     true,
+		MaxIdleConns:          100,
+		MaxIdleConnsPerHost:   16,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ResponseHeaderTimeout: requestTimeout,
+	}
 }
 
 // pullerFor returns the reused puller: it keeps one authenticated transport per

@@ -27,6 +27,7 @@ const maxPolls = 8
 // followed is one tag the runner follows.
 type followed struct {
 	ref      registry.Ref
+	plugins  []string      // the plugins on it (sorted), as of the last pass
 	interval time.Duration // the shortest registry_poll of its plugins
 	next     time.Time     // when it is due
 	polling  bool
@@ -49,15 +50,16 @@ func (im *images) follow(cfg *config.Config) {
 		if p.Image == "" || p.Pull == config.PullNever || p.RegistryPoll <= 0 {
 			continue
 		}
-		ref, err := registry.Parse(p.Image)
+		ref, err := im.parse(p.Image)
 		if err != nil || ref.Pinned() {
 			continue
 		}
 		if f := want[ref.Key()]; f != nil {
 			f.interval = min(f.interval, p.RegistryPoll)
+			f.plugins = append(f.plugins, p.Name)
 			continue
 		}
-		want[ref.Key()] = &followed{ref: ref, interval: p.RegistryPoll}
+		want[ref.Key()] = &followed{ref: ref, interval: p.RegistryPoll, plugins: []string{p.Name}}
 	}
 	im.mu.Lock()
 	changed := false
@@ -69,7 +71,11 @@ func (im *images) follow(cfg *config.Config) {
 	}
 	now := time.Now()
 	for key, w := range want {
+		sort.Strings(w.plugins)
 		f := im.followed[key]
+		if f != nil {
+			f.plugins = w.plugins
+		}
 		switch {
 		case f == nil:
 			// The first check comes soon (a registry that is down at start is said at
@@ -127,6 +133,7 @@ func (im *images) followLoop() {
 			}
 		}
 		sort.Slice(due, func(i, j int) bool { return due[i].next.Before(due[j].next) })
+		starved := len(due) > maxPolls-inFlight // due checks wait for a slot
 		for _, f := range due {
 			if inFlight >= maxPolls {
 				break
@@ -144,16 +151,28 @@ func (im *images) followLoop() {
 			timer.Reset(time.Until(next))
 			tc = timer.C
 		}
-		select {
-		case <-im.r.ctx.Done():
-			for range inFlight {
-				<-done
+	wait:
+		for {
+			select {
+			case <-im.r.ctx.Done():
+				for range inFlight {
+					<-done
+				}
+				return
+			case <-done:
+				inFlight--
+				// A check that ended is due again an interval from now, after what the
+				// timer waits for: no need to look at every tag again (200 tags, one
+				// look per check, made this loop a fifth of the polling's CPU), unless
+				// checks wait for a slot or nothing else is scheduled.
+				if starved || tc == nil {
+					break wait
+				}
+			case <-tc:
+				break wait
+			case <-im.wake:
+				break wait
 			}
-			return
-		case <-done:
-			inFlight--
-		case <-tc:
-		case <-im.wake:
 		}
 		if !timer.Stop() {
 			select {
@@ -192,8 +211,8 @@ func (im *images) poll(f *followed) {
 		return
 	}
 	res, err := im.reg.Check(ctx, ref, digests, platform)
-	plugins := im.pluginsOf(key)
 	im.mu.Lock()
+	plugins := f.plugins
 	if err != nil {
 		f.failures++
 		n := f.failures

@@ -106,6 +106,30 @@ type images struct {
 	platform *registry.Platform    // the engine's, asked once
 	wake     chan struct{}         // the follower's: the followed set changed
 	follower bool                  // its loop runs
+
+	refMu sync.Mutex
+	refs  map[string]parsedRef // by image reference as configured: parsing is not free
+}
+
+type parsedRef struct {
+	ref registry.Ref
+	err error
+}
+
+// parse is registry.Parse, remembered: polls, statuses and pulls ask about the same
+// few references over and over (a parse is a few µs of regular expressions).
+func (im *images) parse(image string) (registry.Ref, error) {
+	im.refMu.Lock()
+	defer im.refMu.Unlock()
+	if p, ok := im.refs[image]; ok {
+		return p.ref, p.err
+	}
+	if len(im.refs) > 4096 {
+		clear(im.refs) // a bound, not an eviction policy: configs name far fewer
+	}
+	ref, err := registry.Parse(image)
+	im.refs[image] = parsedRef{ref, err}
+	return ref, err
 }
 
 type localImage struct {
@@ -128,7 +152,7 @@ func newImages(r *Runner, sb Sandbox, reg Registry) *images {
 		reg = registry.New(registry.Options{Logger: r.log})
 	}
 	return &images{r: r, pl: pl, reg: reg, pulls: map[string]*pull{}, local: map[string]localImage{},
-		followed: map[string]*followed{}, wake: make(chan struct{}, 1)}
+		followed: map[string]*followed{}, wake: make(chan struct{}, 1), refs: map[string]parsedRef{}}
 }
 
 // resolved is what a plugin's image resolves to in a pass.
@@ -143,7 +167,7 @@ type resolveFunc func(ctx context.Context, p *config.Plugin) resolved
 // resolve is the pass's view of a plugin's image: what the engine has, started pulls
 // (never waited for), failed pulls as errors.
 func (im *images) resolve(ctx context.Context, p *config.Plugin) resolved {
-	ref, err := registry.Parse(p.Image)
+	ref, err := im.parse(p.Image)
 	if im.pl == nil || p.Pull == config.PullNever || err != nil {
 		if im.pl != nil && err == nil {
 			img, ierr := im.pl.InspectImage(ctx, ref.Engine())
@@ -370,7 +394,7 @@ func (im *images) pluginsOf(key string) []string {
 		if p.Image == "" {
 			continue
 		}
-		if ref, err := registry.Parse(p.Image); err == nil && ref.Key() == key {
+		if ref, err := im.parse(p.Image); err == nil && ref.Key() == key {
 			out = append(out, name)
 		}
 	}
@@ -383,7 +407,7 @@ func (im *images) progressOf(p *config.Plugin) *PullStatus {
 	if p == nil || p.Image == "" {
 		return nil
 	}
-	ref, err := registry.Parse(p.Image)
+	ref, err := im.parse(p.Image)
 	if err != nil {
 		return nil
 	}
