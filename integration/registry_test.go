@@ -245,7 +245,7 @@ func TestRegistryDown(t *testing.T) {
 	pushTo(t, lack, helloImage(t, "lack", ""), "", "")
 	docker(t, "pull", "-q", have)
 	reg.Stop()
-	rp := startRunner(t, hcl("", followedHello(have, ""), plugin("lack", lack, "")))
+	rp := startRunner(t, hcl("", followedHello(have, ""), plugin("lack", lack, "")), "--log-level", "debug")
 	if _, body := get(t, rp.url("/plugins/hello/")); body != "have from hello\n" {
 		t.Errorf("hello with its registry down: %q", body)
 	}

@@ -114,7 +114,7 @@ func (im *images) follow(cfg *config.Config) {
 // followLoop starts the checks that are due, at most maxPolls at once, and sleeps
 // until the next one is. It idles (no timer) while nothing is followed.
 func (im *images) followLoop() {
-	done := make(chan struct{}, maxPolls)
+	done := make(chan time.Time, maxPolls) // a check ended: when its tag is due again
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	inFlight := 0
@@ -141,7 +141,12 @@ func (im *images) followLoop() {
 			f.polling = true
 			inFlight++
 			im.r.owner.Go("registry check "+f.ref.String(), func() {
-				defer func() { done <- struct{}{} }()
+				defer func() {
+					im.mu.Lock()
+					again := f.next
+					im.mu.Unlock()
+					done <- again
+				}()
 				im.poll(f)
 			}, nil)
 		}
@@ -159,13 +164,12 @@ func (im *images) followLoop() {
 					<-done
 				}
 				return
-			case <-done:
+			case again := <-done:
 				inFlight--
-				// A check that ended is due again an interval from now, after what the
-				// timer waits for: no need to look at every tag again (200 tags, one
-				// look per check, made this loop a fifth of the polling's CPU), unless
-				// checks wait for a slot or nothing else is scheduled.
-				if starved || tc == nil {
+				// A check that ended is due again later than what the timer waits for,
+				// mostly: then there is no need to look at every tag again (200 tags,
+				// one look per check, made this loop a fifth of the polling's CPU).
+				if starved || tc == nil || again.Before(next) {
 					break wait
 				}
 			case <-tc:

@@ -727,3 +727,23 @@ func TestPlanSeesRegistry(t *testing.T) {
 		t.Error("runner plan pulled")
 	}
 }
+
+// Tags followed at different intervals are each polled at their own: a quick tag whose
+// check ends after a slow tag's (here: on a slower registry) is not left waiting for the
+// slow tag's next poll.
+func TestFollowDifferentIntervals(t *testing.T) {
+	t.Parallel()
+	quick, slow := startRegistry(t), startRegistry(t)
+	pushImage(t, quick.Host+"/team/a:1", "a", "", "")
+	pushImage(t, slow.Host+"/team/b:1", "b", "", "")
+	rf := newRegistryFake()
+	e := startRegistryRunner(t, rf, nil, regPlugin("a", quick.Host+"/team/a:1", "  registry_poll = \"1s\"\n")+
+		regPlugin("b", slow.Host+"/team/b:1", "  registry_poll = \"1h\"\n"))
+	_ = e
+	quick.Delay(300 * time.Millisecond) // a's checks end after b's
+	before, slowBefore := quick.Counts(), slow.Counts()
+	waitFor(t, "3 polls of the 1s tag", func() bool { return quick.Counts().Since(before).ManifestHead >= 3 })
+	if n := slow.Counts().Since(slowBefore).ManifestHead; n > 1 {
+		t.Errorf("the 1h tag was polled %d times meanwhile", n)
+	}
+}
