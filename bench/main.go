@@ -20,6 +20,10 @@
 //  6. Many plugins (scale.go): a runner with 200 plugins (reach = "address") next to one
 //     with 1: the idle CPU of both (/proc/<pid>/stat) and throughput to one plugin of each
 //     in alternating rounds.
+//  7. Registry (registry.go): a push to a followed tag (registry_poll = "1s") → new
+//     generation serving, next to the floor: the engine pulling a new image + create +
+//     start + first 200; then the runner's CPU per poll with 200 followed tags
+//     (BenchmarkRegistryPoll).
 //
 // Then where proxy time goes (profile.go): the top of a CPU profile of
 // BenchmarkProxyHandler. -smoke (smoke.go, `make bench-smoke`, part of `make test`) runs
@@ -116,7 +120,7 @@ func run() int {
 	flag.IntVar(&scaleSize, "scale", scaleSize, "plugin `count` of the many-plugins section (2…500)")
 	baseline := flag.String("baseline", "", "also measure, in section 1, the runner built at this git `revision` (e.g. main, HEAD~3): "+
 		"the CPU per request of a change side by side with what it replaces")
-	only := flag.String("only", "", "comma-separated `sections` to run (proxy,replace,config,cold,scale,profile); default all")
+	only := flag.String("only", "", "comma-separated `sections` to run (proxy,replace,config,cold,scale,registry,profile); default all")
 	flag.Parse()
 	if scaleSize < 2 || scaleSize > 500 {
 		return fail(fmt.Errorf("-scale %d: want 2…500", scaleSize))
@@ -176,9 +180,10 @@ func run() int {
 		{"config", "3. Config save → new generation serving", budget(90 * time.Second), configSection},
 		{"cold", "4. Cold start", budget(220 * time.Second), coldSection},
 		{"scale", "6. Many plugins: the route table and idle CPU", budget(150 * time.Second), scaleSection},
+		{"registry", "7. Registry: tag moved → new generation serving", budget(75 * time.Second), registrySection},
 		{"rss", "5. Runner memory (VmRSS)", time.Second, func(context.Context, *env) (string, error) { return e.rss.render(), nil }},
 	}
-	docOrder := []string{"proxy", "replace", "config", "cold", "rss", "scale", "profile"}
+	docOrder := []string{"proxy", "replace", "config", "cold", "rss", "scale", "registry", "profile"}
 	parts := map[string]string{}
 	failed := 0
 	for _, s := range sections {

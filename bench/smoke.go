@@ -38,6 +38,8 @@ func smokeScale(set map[string]bool, loadgen *string, loadFor *time.Duration) {
 	sseRequests = 20
 	minLoad, triggerAfter, newServingFor = 2*time.Second, 500*time.Millisecond, 300*time.Millisecond
 	configEdits = 2
+	registryPushes = 1
+	registryPollTags, registryPollWindow = 20, time.Second
 	profileBenchtime = "200x"
 }
 

@@ -156,6 +156,30 @@ func (d *decoder) duration(attrs hcl.Attributes, name string, dst *time.Duration
 	return attr
 }
 
+// durationOrOff decodes a Go duration string that may be "0" (off).
+func (d *decoder) durationOrOff(attrs hcl.Attributes, name string, dst *time.Duration) *hcl.Attribute {
+	var s string
+	attr := d.str(attrs, name, &s)
+	if attr == nil {
+		return nil
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		d.errorf(attr.Expr.Range(), "Invalid "+name, "%q is not a duration; use e.g. \"30s\" or \"5m\", or \"0\" for never", s)
+		return nil
+	}
+	if v < 0 {
+		d.errorf(attr.Expr.Range(), "Invalid "+name, "got %q; use a duration, or \"0\" for never", s)
+		return nil
+	}
+	if v > 0 && v < time.Second {
+		d.errorf(attr.Expr.Range(), "Invalid "+name, "got %q; use at least \"1s\" (a registry is asked once per interval), or \"0\" for never", s)
+		return nil
+	}
+	*dst = v
+	return attr
+}
+
 // size decodes a go-units size (binary: "128MB" and "128MiB" both mean 128 MiB) that must be
 // at least lo bytes.
 func (d *decoder) size(attrs hcl.Attributes, name string, dst *int64, lo int64) *hcl.Attribute {

@@ -317,6 +317,9 @@ func (l *loader) load(path string) *Config {
 	for _, b := range plugins {
 		if l.declare(b, l.plugins) {
 			if p := l.decodePlugin(b); p != nil {
+				if p.RegistryPoll < 0 {
+					p.RegistryPoll = cfg.Runner.RegistryPoll
+				}
 				cfg.Plugins[p.Name] = p
 			}
 		}

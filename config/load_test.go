@@ -99,7 +99,7 @@ func TestLoadFull(t *testing.T) {
 	wantWarnings := []struct {
 		summary   string
 		line, col int
-	}{{"Host protection off", 13, 22}, {"Plugin runs as root", 42, 23}, {"Placement ignored", 70, 5}}
+	}{{"Host protection off", 13, 22}, {"Plugin runs as root", 45, 23}, {"Placement ignored", 73, 5}}
 	if len(warnings) != len(wantWarnings) {
 		t.Errorf("warnings = %v, want %v", warnings, wantWarnings)
 	}
@@ -110,10 +110,10 @@ func TestLoadFull(t *testing.T) {
 		}
 	}
 
-	checkDefRange(t, "service kv", &cfg.Services["kv"].DefRange, root, 17)
-	checkDefRange(t, "service billing", &cfg.Services["billing"].DefRange, root, 21)
+	checkDefRange(t, "service kv", &cfg.Services["kv"].DefRange, root, 18)
+	checkDefRange(t, "service billing", &cfg.Services["billing"].DefRange, root, 22)
 	checkDefRange(t, "service settings", &cfg.Services["settings"].DefRange, "testdata/full/drop/10-settings.hcl", 1)
-	checkDefRange(t, "plugin hello", &cfg.Plugins["hello"].DefRange, root, 29)
+	checkDefRange(t, "plugin hello", &cfg.Plugins["hello"].DefRange, root, 30)
 	checkDefRange(t, "plugin builder", &cfg.Plugins["builder"].DefRange, "testdata/full/drop/20-builder.hcl", 1)
 
 	builderSup := defaultSupervisor()
@@ -139,6 +139,7 @@ func TestLoadFull(t *testing.T) {
 			StartConcurrency: 3,
 			ProtectHost:      false,
 			Backend:          config.BackendDocker,
+			RegistryPoll:     time.Minute,
 		},
 		Services: map[string]*config.Service{
 			"kv": {Name: "kv", Builtin: "kv"},
@@ -154,12 +155,14 @@ func TestLoadFull(t *testing.T) {
 		},
 		Plugins: map[string]*config.Plugin{
 			"hello": {
-				Name:     "hello",
-				Image:    "xcore-examples/hello:latest",
-				Port:     8080,
-				Command:  []string{"/hello", "-v"},
-				Env:      map[string]string{"GREETING": "hi", "LEVEL": "3", "SECRET": "tok3n\n"},
-				Services: []string{"kv", "settings", "billing"},
+				Name:         "hello",
+				Image:        "xcore-examples/hello:latest",
+				Pull:         config.PullAlways,
+				RegistryPoll: 30 * time.Second,
+				Port:         8080,
+				Command:      []string{"/hello", "-v"},
+				Env:          map[string]string{"GREETING": "hi", "LEVEL": "3", "SECRET": "tok3n\n"},
+				Services:     []string{"kv", "settings", "billing"},
 				Supervisor: config.Supervisor{
 					CPUs:              0.5,
 					Memory:            128 * mib,
@@ -200,6 +203,7 @@ func TestLoadFull(t *testing.T) {
 			"builder": {
 				Name:       "builder",
 				Build:      filepath.Join(dir, "examples/builder"),
+				Pull:       config.PullNever,
 				Port:       3000,
 				Supervisor: builderSup,
 			},
@@ -247,10 +251,11 @@ func TestLoadDefaults(t *testing.T) {
 			StartConcurrency: 8,
 			ProtectHost:      true,
 			Backend:          config.BackendDocker,
+			RegistryPoll:     5 * time.Minute,
 		},
 		Services: map[string]*config.Service{},
 		Plugins: map[string]*config.Plugin{
-			"min": {Name: "min", Image: "min:latest", Port: 8080, Supervisor: defaultSupervisor()},
+			"min": {Name: "min", Image: "min:latest", Pull: config.PullMissing, RegistryPoll: 5 * time.Minute, Port: 8080, Supervisor: defaultSupervisor()},
 		},
 		Files: []string{root},
 	}
@@ -461,6 +466,15 @@ func TestLoadInvalid(t *testing.T) {
 		{name: "env() of an unset variable", path: "env_unset.hcl", line: 4, summary: "Invalid function argument", detail: "XCORE_TEST_SURELY_UNSET_VARIABLE"},
 		{name: "file() of a missing file", path: "file_missing.hcl", line: 4, summary: "Invalid function argument", detail: "no-such-file.txt"},
 		{name: "syntax error", path: "syntax_error.hcl", line: 3, summary: "Invalid expression"},
+		{name: "image with upper case", path: "image_upper.hcl", line: 2, summary: "Invalid image", detail: `"Team/Hello:1.4" is not an image reference`},
+		{name: "image with a short digest", path: "image_bad_digest.hcl", line: 2, summary: "Invalid image", detail: "not an image reference"},
+		{name: "image with a URL scheme", path: "image_scheme.hcl", line: 2, summary: "Invalid image", detail: "not an image reference"},
+		{name: "every image form accepted", path: "image_forms.hcl"},
+		{name: "bad pull policy", path: "bad_pull.hcl", line: 3, summary: "Invalid pull", detail: `got "sometimes"; use "missing", "always" or "never"`},
+		{name: "pull with build", path: "pull_with_build.hcl", line: 3, summary: "Unexpected pull", detail: "never pulled"},
+		{name: "registry_poll with build", path: "registry_poll_with_build.hcl", line: 3, summary: "Unexpected registry_poll"},
+		{name: "registry_poll not a duration", path: "bad_registry_poll.hcl", line: 2, summary: "Invalid registry_poll", detail: `"5 minutes" is not a duration`},
+		{name: "registry_poll below a second", path: "registry_poll_small.hcl", line: 4, summary: "Invalid registry_poll", detail: `use at least "1s"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -703,6 +717,30 @@ func TestLoadRunnerPastASyntaxError(t *testing.T) {
 			}
 			if files[path] == nil {
 				t.Error("no source for the diagnostic's snippet")
+			}
+		})
+	}
+}
+
+// A registry_poll that cannot do anything is allowed, with a warning at its value.
+func TestRegistryPollWithoutEffect(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ name, attrs, detail string }{
+		{"pinned digest", `image = "team/hello@sha256:ab12000000000000000000000000000000000000000000000000000000000000"`, "pinned by digest"},
+		{"pull never", "image = \"team/hello:1.4\"\n  pull = \"never\"", `pull = "never"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			path := filepath.Join(t.TempDir(), "plugins.hcl")
+			src := "plugin \"p\" {\n  " + tc.attrs + "\n  port = 8080\n  registry_poll = \"1m\"\n}\n"
+			if err := os.WriteFile(path, []byte(src), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			_, warnings := loadWarnings(t, path)
+			line := strings.Count(src[:strings.Index(src, "registry_poll")], "\n") + 1
+			if len(warnings) != 1 || warnings[0].Summary != "registry_poll has no effect" || !strings.Contains(warnings[0].Detail, tc.detail) ||
+				warnings[0].Subject.Start.Line != line || warnings[0].Subject.Start.Column != 19 {
+				t.Errorf("warnings = %v, want one at %d:19 saying %q", warnings, line, tc.detail)
 			}
 		})
 	}

@@ -1,16 +1,21 @@
 package config
 
 import (
+	"fmt"
 	"path/filepath"
 	"slices"
 	"strings"
 
 	"github.com/hashicorp/hcl/v2"
+
+	"github.com/xcore/runner/registry"
 )
 
 var pluginSchema = &hcl.BodySchema{
 	Attributes: []hcl.AttributeSchema{
 		{Name: "image"},
+		{Name: "pull"},
+		{Name: "registry_poll"},
 		{Name: "build"},
 		{Name: "port"},
 		{Name: "command"},
@@ -25,12 +30,16 @@ var pluginSchema = &hcl.BodySchema{
 // decodePlugin decodes a plugin block over the supervisor defaults. Services must already
 // be declared (l.services).
 func (l *loader) decodePlugin(b *hcl.Block) *Plugin {
-	p := &Plugin{Name: b.Labels[0], DefRange: b.DefRange, Supervisor: defaultSupervisor()}
+	p := &Plugin{Name: b.Labels[0], DefRange: b.DefRange, Supervisor: defaultSupervisor(), Pull: PullMissing, RegistryPoll: -1}
 	content, diags := b.Body.Content(pluginSchema)
 	l.append(diags)
 	attrs := content.Attributes
 
-	l.nonEmpty(attrs, "image", &p.Image, `"xcore-examples/hello:latest"`)
+	if a := l.nonEmpty(attrs, "image", &p.Image, `"xcore-examples/hello:latest"`); a != nil {
+		l.imageRef(a, p)
+	}
+	l.oneOf(attrs, "pull", &p.Pull, PullMissing, PullAlways, PullNever)
+	l.durationOrOff(attrs, "registry_poll", &p.RegistryPoll)
 	var build string
 	if l.nonEmpty(attrs, "build", &build, `"examples/hello"`) != nil {
 		p.Build = filepath.Clean(build)
@@ -57,7 +66,16 @@ func (l *loader) decodePlugin(b *hcl.Block) *Plugin {
 	case image != nil && build != nil:
 		l.errorf(build.NameRange, "Conflicting image and build",
 			"plugin %q sets both image and build; use one of them", p.Name)
+	case build != nil:
+		p.Pull, p.RegistryPoll = PullNever, 0 // built here: there is no registry to pull from
+		for _, n := range []string{"pull", "registry_poll"} {
+			if a := attrs[n]; a != nil {
+				l.errorf(a.NameRange, "Unexpected "+n,
+					"plugin %q is built from a folder: its image is local and never pulled; %s applies to image = \"repo:tag\"", p.Name, n)
+			}
+		}
 	}
+	l.checkFollow(attrs, p)
 
 	if attrs["port"] == nil {
 		l.errorf(b.DefRange, "Missing port",
@@ -80,6 +98,39 @@ func (l *loader) decodePlugin(b *hcl.Block) *Plugin {
 		l.decodeSupervisor(sb, p.Name, &p.Supervisor)
 	}
 	return p
+}
+
+// imageRef checks the image reference as the engine will parse it (repo:tag,
+// repo@sha256:…, repo:tag@sha256:…; short Docker Hub names are fine).
+func (l *loader) imageRef(a *hcl.Attribute, p *Plugin) {
+	if _, err := registry.Parse(p.Image); err != nil {
+		l.errorf(a.Expr.Range(), "Invalid image",
+			"%v; use e.g. \"team/hello:1.4\", \"registry.example.com/team/hello@sha256:<64 hex>\" or \"hello\" (Docker Hub, :latest)", err)
+		p.Image = ""
+	}
+}
+
+// checkFollow warns about a registry_poll that cannot do anything: a pinned digest never
+// moves, and pull = "never" never pulls what moved.
+func (l *loader) checkFollow(attrs hcl.Attributes, p *Plugin) {
+	a := attrs["registry_poll"]
+	if a == nil || p.Image == "" || p.RegistryPoll == 0 {
+		return
+	}
+	why := ""
+	if ref, err := registry.Parse(p.Image); err == nil && ref.Pinned() {
+		why = "the image is pinned by digest, and a digest never moves"
+	} else if p.Pull == PullNever {
+		why = `pull = "never": a moved tag would not be pulled`
+	}
+	if why != "" {
+		l.diags = append(l.diags, &hcl.Diagnostic{
+			Severity: hcl.DiagWarning,
+			Summary:  "registry_poll has no effect",
+			Detail:   fmt.Sprintf("plugin %q: %s", p.Name, why),
+			Subject:  a.Expr.Range().Ptr(),
+		})
+	}
 }
 
 // checkServiceRefs checks that every name in services is a declared service, once.

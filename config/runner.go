@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"path/filepath"
 	"strconv"
+	"time"
 
 	"github.com/hashicorp/hcl/v2"
 )
@@ -16,6 +17,9 @@ const (
 	defaultStateDir    = ".runner"
 	defaultPluginsDir  = "plugins.d"
 	adminTokenName     = "admin.token"
+	// defaultRegistryPoll: a moved tag is noticed within 5 minutes, at the price of one
+	// manifest HEAD per followed tag (HEADs do not count against Docker Hub's pull limit).
+	defaultRegistryPoll = 5 * time.Minute
 	// defaultStartConcurrency: how many plugin containers are created and started at
 	// once. Unbounded, 50 plugins on 2 cores starved the engine: starts ran into their
 	// start_timeout and were retried, 4× slower than 8 at a time.
@@ -36,6 +40,7 @@ var runnerSchema = &hcl.BodySchema{
 		{Name: "start_concurrency"},
 		{Name: "protect_host"},
 		{Name: "backend"},
+		{Name: "registry_poll"},
 	},
 }
 
@@ -55,6 +60,7 @@ func defaultRunner(rootDir string) Runner {
 		StartConcurrency: defaultStartConcurrency,
 		ProtectHost:      true,
 		Backend:          BackendDocker,
+		RegistryPoll:     defaultRegistryPoll,
 	}
 }
 
@@ -109,6 +115,7 @@ func (l *loader) decodeRunner(b *hcl.Block) (r Runner, pluginsDir string, plugin
 		l.warnExposed(attrs, "listen", r.Listen, "the public proxy, and through it every other plugin")
 		l.warnExposed(attrs, "admin_listen", r.AdminListen, "the admin API (guarded by its bearer token only)")
 	}
+	l.durationOrOff(attrs, "registry_poll", &r.RegistryPoll)
 	return r, pluginsDir, pluginsDirRange
 }
 

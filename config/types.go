@@ -50,6 +50,13 @@ const (
 	EgressNone = "none"
 )
 
+// Pull policies of a plugin image.
+const (
+	PullMissing = "missing" // pull when the engine does not have the image (default)
+	PullAlways  = "always"  // pull at start and whenever the plugin is (re)configured
+	PullNever   = "never"   // only a local image: nothing is pulled nor followed
+)
+
 // Restart policies.
 const (
 	RestartAlways    = "always"
@@ -82,6 +89,9 @@ type Runner struct {
 	// Backend is the engine that runs the plugins: BackendDocker (default) or
 	// BackendSwarm.
 	Backend string
+	// RegistryPoll is how often a plugin image on a tag is checked in its registry
+	// (one manifest HEAD) for a move; 0: never. Default 5m; a plugin may override it.
+	RegistryPoll time.Duration
 }
 
 // Service is a service "name" {} block; exactly one of Builtin, URL or Env is its kind.
@@ -96,15 +106,22 @@ type Service struct {
 
 // Plugin is a plugin "name" {} block with defaults applied.
 type Plugin struct {
-	Name       string
-	Image      string   // image reference; empty when Build is set
-	Build      string   // folder with a Dockerfile; resolved to an absolute path
-	Port       int      // port the plugin serves HTTP on
-	Command    []string // optional
-	Env        map[string]string
-	Services   []string
-	Supervisor Supervisor
-	DefRange   hcl.Range // where the block is defined (file:line:col of `plugin "x"`)
+	Name  string
+	Image string // image reference; empty when Build is set
+	// Pull is PullMissing, PullAlways or PullNever (default PullMissing); images built
+	// from a folder are never pulled.
+	Pull string
+	// RegistryPoll is how often the image's tag is checked in its registry for a move
+	// (runner.registry_poll unless the plugin sets it); 0: never. A digest-pinned image
+	// never moves.
+	RegistryPoll time.Duration
+	Build        string   // folder with a Dockerfile; resolved to an absolute path
+	Port         int      // port the plugin serves HTTP on
+	Command      []string // optional
+	Env          map[string]string
+	Services     []string
+	Supervisor   Supervisor
+	DefRange     hcl.Range // where the block is defined (file:line:col of `plugin "x"`)
 }
 
 // Supervisor holds a plugin's limits, timeouts, restart and health settings.

@@ -22,6 +22,7 @@ func (r *Runner) Restart(name string) error {
 	if s == nil {
 		return fmt.Errorf("restart %s: %w", name, ErrUnknownPlugin)
 	}
+	r.images.retryFailed(r.config().Plugins[name]) // a plugin failed on its image pulls it again
 	s.requestRestart()
 	return nil
 }
@@ -50,5 +51,7 @@ func (r *Runner) Status(name string) (Status, error) {
 	if s == nil {
 		return Status{}, fmt.Errorf("%s: %w", name, ErrUnknownPlugin)
 	}
-	return s.snapshot(), nil
+	st := s.snapshot()
+	r.images.overlay(&st)
+	return st, nil
 }

@@ -64,6 +64,8 @@ func (s *supervisor) apply(ctx context.Context, w *work) {
 	}
 
 	switch {
+	case isPulling(w.d.Err):
+		s.awaitImage() // images.go: not failed, not ready yet; what serves keeps serving
 	case w.d.Err != nil && s.serving():
 		// Keep serving what runs: a tag that vanished is no reason to stop a plugin.
 		s.r.log.Error("cannot apply change; current generation keeps serving", "plugin", s.name, "err", w.d.Err)
@@ -290,7 +292,7 @@ func (s *supervisor) beginRemoval() {
 // settleIfDecided closes settled once the first desired state has a verdict: every
 // instance of the serving generation answered, or the plugin failed.
 func (s *supervisor) settleIfDecided() {
-	if s.failReason != "" || s.removing || (s.want != nil && s.want.d.Err != nil) {
+	if s.failReason != "" || s.removing || (s.want != nil && s.want.d.Err != nil && !isPulling(s.want.d.Err)) {
 		s.settle()
 		return
 	}

@@ -6,13 +6,15 @@ import (
 	"time"
 
 	"github.com/xcore/runner/config"
+	"github.com/xcore/runner/registry"
 )
 
 // resolveAll computes every plugin's desired state for this runner: folders are built
 // when they changed.
 func (r *Runner) resolveAll(ctx context.Context, cfg *config.Config) map[string]Desired {
 	port, _ := ReadSidecarPort(cfg.Runner.StateDir)
-	desired := desire(ctx, cfg, r.sb, r.build, port, false)
+	r.images.follow(cfg)
+	desired := desire(ctx, cfg, r.images.resolve, r.build, port, false)
 	r.refuseUnenforceable(cfg, desired)
 	return desired
 }
@@ -44,25 +46,25 @@ func Desire(ctx context.Context, cfg *config.Config, images Images) map[string]D
 	dryBuild := func(ctx context.Context, plugin, dir string) (string, string, error) {
 		return images.BuildImage(ctx, plugin, dir, false, nil)
 	}
-	return desire(ctx, cfg, images, dryBuild, port, true)
+	return desire(ctx, cfg, plannedImages(images, registry.New(registry.Options{})), dryBuild, port, true)
 }
 
-// desire resolves image references concurrently (one resolve per distinct reference)
-// and renders each plugin's snapshot.
-func desire(ctx context.Context, cfg *config.Config, images Images, build func(ctx context.Context, plugin, dir string) (string, string, error), port int, planning bool) map[string]Desired {
+// desire resolves image references concurrently (one resolve per distinct reference and
+// pull policy) and renders each plugin's snapshot.
+func desire(ctx context.Context, cfg *config.Config, resolve resolveFunc, build func(ctx context.Context, plugin, dir string) (string, string, error), port int, planning bool) map[string]Desired {
 	type res struct {
 		ref, id string // ref: the build tag, for built plugins
 		err     error
 	}
-	refs := map[string]*res{}
-	for _, p := range cfg.Plugins {
-		if p.Image != "" {
-			refs[p.Image] = &res{}
-		}
-	}
+	imageKey := func(p *config.Plugin) string { return p.Image + "\x00" + p.Pull }
+	refs := map[string]*resolved{}
 	var wg sync.WaitGroup
-	for ref, out := range refs {
-		wg.Go(func() { out.id, out.err = images.ResolveImage(ctx, ref) })
+	for _, p := range cfg.Plugins {
+		if k := imageKey(p); p.Image != "" && refs[k] == nil {
+			out := &resolved{}
+			refs[k] = out
+			wg.Go(func() { *out = resolve(ctx, p) })
+		}
 	}
 	built := map[string]*res{}
 	for name, p := range cfg.Plugins {
@@ -84,10 +86,14 @@ func desire(ctx context.Context, cfg *config.Config, images Images, build func(c
 				d.Spec.ImageRef = built[name].ref // not hashed: the ID is
 			}
 			desired[name] = d
-		case refs[p.Image].err != nil:
-			desired[name] = Desired{Err: refs[p.Image].err}
+		case refs[imageKey(p)].err != nil:
+			desired[name] = Desired{Err: refs[imageKey(p)].err}
 		default:
-			desired[name] = desiredFor(cfg, p, refs[p.Image].id, port, planning)
+			d := desiredFor(cfg, p, refs[imageKey(p)].id, port, planning)
+			if d.Err == nil {
+				d.Spec.ImageDigest = refs[imageKey(p)].digest // not hashed: the ID is
+			}
+			desired[name] = d
 		}
 	}
 	return desired

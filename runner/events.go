@@ -18,6 +18,11 @@ const (
 	EventProbeFailed EventType = "probe_failed" // one health probe failed
 	EventReload      EventType = "reload"       // a config reload was applied or rejected (Message)
 	EventPlanError   EventType = "plan_error"   // a plugin's desired state cannot be computed (Reason): nothing changes for it
+
+	EventPullStarted   EventType = "pull_started"   // the plugin's image is being pulled (Image, Reason)
+	EventPullDone      EventType = "pull_done"      // it was pulled (Image, Digest, Bytes, Duration)
+	EventPullFailed    EventType = "pull_failed"    // the pull failed (Image, Message, Duration); what runs keeps serving
+	EventRegistryMoved EventType = "registry_moved" // the followed tag moved in its registry (Image, Digest, Reason)
 )
 
 // Event is one thing that happened, for the admin API's event stream and the metrics.
@@ -30,6 +35,9 @@ type Event struct {
 	Message  string        `json:"message,omitempty"`  // human summary (reloads, failures)
 	Duration time.Duration `json:"duration,omitempty"` // replacements: start → old removed
 	OK       bool          `json:"ok,omitempty"`       // reloads: applied
+	Image    string        `json:"image,omitempty"`    // pulls and registry moves: the reference
+	Digest   string        `json:"digest,omitempty"`   // pull_done: pulled; registry_moved: moved to
+	Bytes    int64         `json:"bytes,omitempty"`    // pull_done: bytes downloaded (the image's size when the engine gave no sizes)
 }
 
 // bus fans events out to subscribers. A slow subscriber loses events rather than

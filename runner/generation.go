@@ -141,6 +141,9 @@ func (s *supervisor) route() {
 
 // notReadyReason is the detail of the 503 while nothing serves yet.
 func (s *supervisor) notReadyReason() string {
+	if s.cur == nil && s.want != nil && isPulling(s.want.d.Err) {
+		return s.want.d.Err.Error() // "pulling team/hello:1.4"
+	}
 	if s.cur != nil {
 		for _, sl := range s.cur.slots {
 			if (sl.restarted || sl.dying) && sl.lastExit != "" {
@@ -167,6 +170,8 @@ func (s *supervisor) refresh(also ...func(*Status)) {
 		switch {
 		case s.failReason != "":
 			st.State = StateFailed
+		case g == nil && s.want != nil && isPulling(s.want.d.Err):
+			st.State = StatePulling
 		case g == nil:
 			st.State = StatePending
 		}

@@ -19,6 +19,7 @@ const (
 	ActionReplace   Action = "replace"   // what runs differs: start-first replacement
 	ActionRemove    Action = "remove"    // no longer configured: drain, stop, remove
 	ActionUnplanned Action = "error"     // the desired state cannot be computed (e.g. image missing)
+	ActionPull      Action = "pulling"   // its image is being pulled: what runs keeps running until it is there
 )
 
 // Desired is what should run for one plugin: the snapshot of its instances and how many,
@@ -64,7 +65,7 @@ func (p Plan) Errors() []string {
 	return out
 }
 
-var actionSymbol = map[Action]string{ActionAdd: "+", ActionAdopt: "=", ActionScale: "~", ActionReplace: "~", ActionRemove: "-", ActionUnplanned: "!"}
+var actionSymbol = map[Action]string{ActionAdd: "+", ActionAdopt: "=", ActionScale: "~", ActionReplace: "~", ActionRemove: "-", ActionUnplanned: "!", ActionPull: "…"}
 
 // String is the human (and golden-test) form: one line per plugin.
 func (p Plan) String() string {
@@ -114,6 +115,10 @@ func MakePlan(desired map[string]Desired, observed []sandbox.Instance) Plan {
 		switch {
 		case !want:
 			op.Action, op.Reason, op.Stale = ActionRemove, "no longer configured", insts
+		case isPulling(d.Err):
+			op.Action, op.Reason = ActionPull, pullingRef(d.Err)
+			op.Current = newestRunning(insts, "")
+			op.Stale = others(insts, op.Current)
 		case d.Err != nil:
 			op.Action, op.Reason = ActionUnplanned, d.Err.Error()
 			op.Current = newestRunning(insts, "")

@@ -293,8 +293,9 @@ func (r *Runner) applyRunnerChanges(old, next *config.Config) {
 	}
 	o, n := old.Runner, next.Runner
 	o.TrustedProxies, n.TrustedProxies = nil, nil
+	o.RegistryPoll, n.RegistryPoll = 0, 0 // applies live, through each plugin's registry_poll
 	if !reflect.DeepEqual(o, n) {
-		r.log.Warn("changes to the runner block apply at the next start only (trusted_proxies excepted)")
+		r.log.Warn("changes to the runner block apply at the next start only (trusted_proxies and registry_poll excepted)")
 	}
 }
 

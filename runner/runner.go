@@ -44,6 +44,9 @@ type Options struct {
 	// Listen, when set, is where the public proxy listens instead of runner.listen
 	// (a runner in a container on a cluster listens on its container's address).
 	Listen string
+	// Registry answers for registry images (tag checks, credentials); nil: a
+	// registry.Client with the user's Docker credentials.
+	Registry Registry
 }
 
 // Runner runs the plugins of one config.
@@ -90,6 +93,8 @@ type Runner struct {
 	ctx    context.Context // lives from Start to Shutdown; all background work hangs off it
 	cancel context.CancelFunc
 	owner  owner // every goroutine the runner starts
+
+	images *images // registry images: pulls and followed tags (images.go, follow.go)
 }
 
 // New prepares a runner; nothing happens until Start.
@@ -98,13 +103,15 @@ func New(o Options) *Runner {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Runner{
+	r := &Runner{
 		cfgPath: o.ConfigPath, cfg: o.Config, sb: o.Sandbox, router: o.Router, log: log,
 		onStatus: o.OnStatus, keep: o.Keep || o.Config.Runner.KeepOnExit, svc: o.Services,
 		sups: map[string]*supervisor{}, retiring: map[string]*supervisor{}, gens: map[string]int{},
 		requests: make(chan reconcileRequest, 16), engine: make(chan struct{}, startConcurrency(o.Config)),
 		owner: owner{log: log}, cl: newClusterState(o.Sandbox), listen: o.Listen,
 	}
+	r.images = newImages(r, o.Sandbox, o.Registry)
+	return r
 }
 
 // startConcurrency is runner.start_concurrency, or its default for a config built by
@@ -163,6 +170,10 @@ func (r *Runner) Start(ctx context.Context) error {
 		sups = append(sups, s)
 	}
 	r.mu.Unlock()
+	// The loop runs while start-up waits: a plugin whose image is being pulled settles
+	// only after the pass that the pull's end asks for.
+	r.watchBuilds(cfg)
+	r.owner.Go("reconcile loop", r.loop, nil)
 	for _, s := range sups {
 		select {
 		case <-s.settled:
@@ -170,8 +181,6 @@ func (r *Runner) Start(ctx context.Context) error {
 			return ctx.Err()
 		}
 	}
-	r.watchBuilds(cfg)
-	r.owner.Go("reconcile loop", r.loop, nil)
 	r.owner.Go("engine events", r.watchEngine, nil)
 	if cfg.Runner.Watch && r.cfgPath != "" {
 		r.owner.Go("config watcher", func() {
@@ -240,6 +249,9 @@ func (r *Runner) Statuses() []Status {
 		out = append(out, s.snapshot())
 	}
 	r.mu.Unlock()
+	for i := range out {
+		r.images.overlay(&out[i])
+	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
 }

@@ -7,6 +7,7 @@ type State string
 
 const (
 	StatePending    State = "pending"
+	StatePulling    State = "pulling" // its image is being pulled: not failed, not ready yet
 	StateStarting   State = "starting"
 	StateHealthy    State = "healthy"
 	StateUnhealthy  State = "unhealthy"  // health probes failing, not yet restarted
@@ -35,6 +36,9 @@ type Status struct {
 	Ready      int              `json:"ready"`       // instances of the serving generation in the route
 	Replicas   int              `json:"replicas"`    // instances the serving generation has
 	Instances  []InstanceStatus `json:"instances"`
+	// Pull is the pull under way of the plugin's image, if any (while it is pulling,
+	// or while the next image of a moved tag is).
+	Pull *PullStatus `json:"pull,omitempty"`
 }
 
 // InstanceStatus is one instance of the serving generation.

@@ -13,8 +13,8 @@ import (
 // Change is one difference between what runs and what is desired. Field names the
 // config path ("image", "command", "env.GREETING", "port", "publish",
 // "supervisor.memory", ..., "services"); Before and After are display forms. For
-// "image" they are "<ref> <image ID>" (just the ID when the ref is unknown); for an env
-// key they are the value's Digest, "" when absent — never the value.
+// "image" they are "<ref> <image ID> [<registry digest>]" ("-" for an unknown ref); for
+// an env key they are the value's Digest, "" when absent — never the value.
 type Change struct{ Field, Before, After string }
 
 // String is the human reason, built only when someone logs it.
@@ -29,9 +29,14 @@ func (c Change) String() string {
 		return "env " + key + " changed"
 	}
 	if c.Field == "image" {
-		oldRef, oldID := splitImage(c.Before)
-		newRef, newID := splitImage(c.After)
+		oldRef, oldID, oldDigest := splitImage(c.Before)
+		newRef, newID, newDigest := splitImage(c.After)
 		switch {
+		case oldRef == newRef && newRef != "" && oldDigest != "" && newDigest != "" && oldDigest != newDigest:
+			// The tag moved in its registry: say it in the registry's terms.
+			return "registry: " + newRef + " moved " + shortID(oldDigest) + " → " + shortID(newDigest)
+		case oldDigest != "" && newDigest != "" && oldDigest != newDigest:
+			return "image " + display(oldRef) + " → " + display(newRef) + " (" + shortID(oldDigest) + " → " + shortID(newDigest) + ")"
 		case oldRef == newRef && newRef != "":
 			return "image " + newRef + " now resolves to " + shortID(newID) + " (was " + shortID(oldID) + ")"
 		case oldRef == newRef:
@@ -66,7 +71,7 @@ func Diff(old, new Spec) Changes {
 	}
 	if o.ImageID != n.ImageID {
 		// The ref alone is a name: it changes nothing unless the ID does.
-		add("image", joinImage(validUTF8(old.ImageRef), o.ImageID), joinImage(validUTF8(new.ImageRef), n.ImageID))
+		add("image", joinImage(validUTF8(old.ImageRef), o.ImageID, validUTF8(old.ImageDigest)), joinImage(validUTF8(new.ImageRef), n.ImageID, validUTF8(new.ImageDigest)))
 	}
 	if !slices.Equal(o.Command, n.Command) {
 		add("command", list(o.Command), list(n.Command))
@@ -123,19 +128,35 @@ func Diff(old, new Spec) Changes {
 	return cs
 }
 
-func joinImage(ref, id string) string {
+// joinImage is the display form of an image in a Change: ref, ID and, for a registry
+// image, its digest, separated by spaces ("-" for an unknown ref).
+func joinImage(ref, id, digest string) string {
 	if ref == "" {
-		return id
+		ref = "-"
 	}
-	return ref + " " + id
+	s := ref + " " + id
+	if digest != "" {
+		s += " " + digest
+	}
+	return s
 }
 
-// splitImage undoes joinImage; refs and image IDs contain no spaces.
-func splitImage(s string) (ref, id string) {
-	if i := strings.LastIndexByte(s, ' '); i >= 0 {
-		return s[:i], s[i+1:]
+// splitImage undoes joinImage; a ref, an image ID and a digest contain no spaces (a ref
+// that does, being invalid, is cut at its last space).
+func splitImage(s string) (ref, id, digest string) {
+	f := strings.Split(s, " ")
+	switch {
+	case len(f) >= 3 && strings.HasPrefix(f[len(f)-1], digestPrefix):
+		ref, id, digest = strings.Join(f[:len(f)-2], " "), f[len(f)-2], f[len(f)-1]
+	case len(f) >= 2:
+		ref, id = strings.Join(f[:len(f)-1], " "), f[len(f)-1]
+	default:
+		id = s
 	}
-	return "", s
+	if ref == "-" {
+		ref = ""
+	}
+	return ref, id, digest
 }
 
 // shortID is "sha256:" + 12 hex, like `docker images`.

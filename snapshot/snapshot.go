@@ -24,20 +24,27 @@ import (
 // Strings are taken as UTF-8; invalid bytes count as U+FFFD, as encoding/json (and so
 // the Docker API) would send them.
 type Spec struct {
-	ImageRef string            // the configured reference; for reasons only, NOT hashed (a tag is a name; what it resolves to is ImageID)
-	ImageID  string            // resolved image ID "sha256:..."; hashed
-	Command  []string          // nil and empty are the same
-	Env      map[string]string // the full rendered environment; values may be secrets
-	Port     int
-	Publish  bool // Port published on the host: a port binding is part of the container
-	CPUs     float64
-	Memory   int64 // bytes
-	Pids     int64
-	Network  string // "bridge" | "none"
-	ReadOnly bool
-	User     string
-	Runtime  string
-	Services []string // a set: order and duplicates don't matter
+	ImageRef string // the configured reference; for reasons only, NOT hashed (a tag is a name; what it resolves to is ImageID)
+	ImageID  string // resolved image ID "sha256:..."; hashed
+	// ImageDigest is the registry's digest of the image ("sha256:…", of the manifest or
+	// the multi-platform index), "" for an image that never came from a registry. It is
+	// how a registry image is known and explained (`registry: team/hello:1.4 moved A →
+	// B`) but NOT hashed: the image ID it resolves to is what the container is made of,
+	// and one image reaches the engine under several digests (an index and its
+	// platform manifest, a re-push) — hashing those would replace identical containers.
+	ImageDigest string
+	Command     []string          // nil and empty are the same
+	Env         map[string]string // the full rendered environment; values may be secrets
+	Port        int
+	Publish     bool // Port published on the host: a port binding is part of the container
+	CPUs        float64
+	Memory      int64 // bytes
+	Pids        int64
+	Network     string // "bridge" | "none"
+	ReadOnly    bool
+	User        string
+	Runtime     string
+	Services    []string // a set: order and duplicates don't matter
 	// Placement is where a cluster may run the instances (constraints, and
 	// "spread=<label>"), a set; empty on a single host, where it is not part of what
 	// runs (and leaves the hash of a spec without it unchanged).
@@ -68,10 +75,12 @@ type canonical struct {
 	Placement []string `json:"placement,omitempty"`
 }
 
-// label is the Encode form: the canonical fields plus what only explains (ImageRef).
+// label is the Encode form: the canonical fields plus what only explains (ImageRef,
+// ImageDigest).
 type label struct {
-	V        int    `json:"v"`
-	ImageRef string `json:"image_ref"`
+	V           int    `json:"v"`
+	ImageRef    string `json:"image_ref"`
+	ImageDigest string `json:"image_digest,omitempty"`
 	canonical
 }
 
@@ -115,8 +124,8 @@ func canon(s Spec) canonical {
 	return c
 }
 
-// Hash is the hex SHA-256 of the canonical form of s. ImageRef is excluded and env values
-// count by digest only, so Hash(s) == Hash(Decode(Encode(s))).
+// Hash is the hex SHA-256 of the canonical form of s. ImageRef and ImageDigest are
+// excluded and env values count by digest only, so Hash(s) == Hash(Decode(Encode(s))).
 func Hash(s Spec) string {
 	sum := sha256.Sum256(mustMarshal(canon(s)))
 	return hex.EncodeToString(sum[:])
@@ -126,7 +135,7 @@ func Hash(s Spec) string {
 // included, with each env value replaced by its Digest so no value (possibly a
 // credential) is ever written to a label.
 func Encode(s Spec) string {
-	return string(mustMarshal(label{V: labelVersion, ImageRef: validUTF8(s.ImageRef), canonical: canon(s)}))
+	return string(mustMarshal(label{V: labelVersion, ImageRef: validUTF8(s.ImageRef), ImageDigest: validUTF8(s.ImageDigest), canonical: canon(s)}))
 }
 
 // Decode parses an Encode result. Env values come back as digests, which Hash and Diff
@@ -154,21 +163,22 @@ func Decode(text string) (Spec, error) {
 		}
 	}
 	return Spec{
-		ImageRef:  l.ImageRef,
-		ImageID:   l.ImageID,
-		Command:   l.Command,
-		Env:       l.Env,
-		Port:      l.Port,
-		Publish:   l.Publish,
-		CPUs:      cpus,
-		Memory:    l.Memory,
-		Pids:      l.Pids,
-		Network:   l.Network,
-		ReadOnly:  l.ReadOnly,
-		User:      l.User,
-		Runtime:   l.Runtime,
-		Services:  l.Services,
-		Placement: l.Placement,
+		ImageRef:    l.ImageRef,
+		ImageDigest: l.ImageDigest,
+		ImageID:     l.ImageID,
+		Command:     l.Command,
+		Env:         l.Env,
+		Port:        l.Port,
+		Publish:     l.Publish,
+		CPUs:        cpus,
+		Memory:      l.Memory,
+		Pids:        l.Pids,
+		Network:     l.Network,
+		ReadOnly:    l.ReadOnly,
+		User:        l.User,
+		Runtime:     l.Runtime,
+		Services:    l.Services,
+		Placement:   l.Placement,
 	}, nil
 }
 

@@ -113,6 +113,30 @@ func TestDiffEachField(t *testing.T) {
 			func(s *snapshot.Spec) { s.ImageRef, s.ImageID = "hello:1", "sha256:"+strings.Repeat("a", 64) },
 			func(s *snapshot.Spec) { s.ImageRef, s.ImageID = "hello:2", "sha256:"+strings.Repeat("b", 64) },
 			"image", "image hello:1 → hello:2 (sha256:aaaaaaaaaaaa → sha256:bbbbbbbbbbbb)"},
+		{"registry tag moved",
+			func(s *snapshot.Spec) {
+				s.ImageRef, s.ImageDigest = "team/hello:1.4", "sha256:ab12"+strings.Repeat("0", 60)
+			},
+			func(s *snapshot.Spec) {
+				s.ImageRef, s.ImageID, s.ImageDigest = "team/hello:1.4", newID, "sha256:cd34"+strings.Repeat("0", 60)
+			},
+			"image", "registry: team/hello:1.4 moved sha256:ab1200000000 → sha256:cd3400000000"},
+		{"registry ref and digest",
+			func(s *snapshot.Spec) {
+				s.ImageRef, s.ImageDigest = "team/hello:1.4", "sha256:ab12"+strings.Repeat("0", 60)
+			},
+			func(s *snapshot.Spec) {
+				s.ImageRef, s.ImageID, s.ImageDigest = "team/hello:1.5", newID, "sha256:cd34"+strings.Repeat("0", 60)
+			},
+			"image", "image team/hello:1.4 → team/hello:1.5 (sha256:ab1200000000 → sha256:cd3400000000)"},
+		{"registry image not pulled yet",
+			func(s *snapshot.Spec) {
+				s.ImageRef, s.ImageDigest = "team/hello:1.4", "sha256:ab12"+strings.Repeat("0", 60)
+			},
+			func(s *snapshot.Spec) {
+				s.ImageRef, s.ImageID, s.ImageDigest = "team/hello:1.4", "unpulled:team/hello:1.4", "sha256:cd34"+strings.Repeat("0", 60)
+			},
+			"image", "registry: team/hello:1.4 moved sha256:ab1200000000 → sha256:cd3400000000"},
 		{"command", nil, func(s *snapshot.Spec) { s.Command = []string{"/hello", "-v"} },
 			"command", "command [/hello] → [/hello -v]"},
 		{"command from none", func(s *snapshot.Spec) { s.Command = nil }, func(s *snapshot.Spec) { s.Command = []string{"sh", "-c", "echo hi"} },
@@ -205,6 +229,21 @@ func TestImageRefOnly(t *testing.T) {
 	}
 	if cs := snapshot.Diff(old, nw); len(cs) != 0 || cs.String() != "" {
 		t.Errorf("Diff = %q, want none", cs)
+	}
+}
+
+// A registry digest explains; the image ID decides. The same image under another
+// digest (an index and its platform manifest, a re-push) is the same container.
+func TestImageDigestOnly(t *testing.T) {
+	t.Parallel()
+	a, b := base(), base()
+	a.ImageDigest, b.ImageDigest = "sha256:ab12"+strings.Repeat("0", 60), "sha256:cd34"+strings.Repeat("0", 60)
+	if snapshot.Hash(a) != snapshot.Hash(b) || len(snapshot.Diff(a, b)) != 0 {
+		t.Errorf("a digest alone replaced a container: %q", snapshot.Diff(a, b))
+	}
+	got, err := snapshot.Decode(snapshot.Encode(a))
+	if err != nil || got.ImageDigest != a.ImageDigest {
+		t.Errorf("Decode(Encode) lost the digest: %q, %v", got.ImageDigest, err)
 	}
 }
 

@@ -30,13 +30,14 @@ Commands:
   events    print what happens in the running runner until Ctrl-C
   reload    make the running runner apply its config files now (like SIGHUP)
   restart   replace a plugin's container by a fresh one, start-first
+  pull      pull plugin images now and say what changed (changed ones are replaced)
   call      send a request to a plugin through the public proxy
   down      stop and remove the runner's containers, network and host rules, even if it is dead
   init      write a new plugin's repository: the plugin on the kit, Dockerfile,
             Makefile, plugins.hcl and a test under the real runner
   version   print the version
 
-ps, logs, events, reload and restart talk to the admin API of "runner up" (address and
+ps, logs, events, reload, restart and pull talk to the admin API of "runner up" (address and
 token from the config of -c, or --admin and --token-file). call goes through the public
 proxy; validate, plan and down need no running runner.
 
@@ -73,6 +74,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdRestart(rest, stdout, stderr)
 	case "call":
 		err = cmdCall(rest, stdout, stderr)
+	case "pull":
+		err = cmdPull(rest, stdout, stderr)
 	case "down":
 		err = cmdDown(rest, stdout, stderr)
 	case "init":
@@ -163,6 +166,12 @@ func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 	default:
 		return nil, fmt.Errorf("bad --log-format %q: use text or json", format)
 	}
+}
+
+// isTerminalWriter reports whether w is a terminal (a live progress line, not a log).
+func isTerminalWriter(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && isTerminal(f)
 }
 
 // isTerminal reports whether f is a character device (for colored diagnostics).

@@ -75,9 +75,21 @@ func printPs(w io.Writer, list []runner.Status, now time.Time) {
 		if s.Replicas > 0 {
 			ready = fmt.Sprintf("%d/%d", s.Ready, s.Replicas)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", s.Name, s.State, ready, gen, up, s.Restarts, image, oneLine(s.LastError))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", s.Name, psState(s), ready, gen, up, s.Restarts, image, oneLine(s.LastError))
 	}
 	tw.Flush()
+}
+
+// psState is the STATE column: "pulling 43%" while the plugin waits for its image,
+// "healthy, pulling 43%" while the next image of a moved tag comes.
+func psState(s runner.Status) string {
+	switch {
+	case s.Pull == nil:
+		return string(s.State)
+	case s.State == runner.StatePulling:
+		return fmt.Sprintf("pulling %d%%", s.Pull.Percent)
+	}
+	return fmt.Sprintf("%s, pulling %d%%", s.State, s.Pull.Percent)
 }
 
 // oneLine keeps a table row on one line.

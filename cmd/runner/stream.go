@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/docker/go-units"
+
 	"github.com/xcore/runner/runner"
 	"github.com/xcore/runner/runner/admin"
 )
@@ -168,6 +170,14 @@ func formatEvent(ev runner.Event) string {
 		what = "a fresh container serves after a crash"
 	case runner.EventReload:
 		what = ev.Message
+	case runner.EventPullStarted:
+		what = ev.Image + " (" + ev.Reason + ")"
+	case runner.EventPullDone:
+		what = fmt.Sprintf("%s %s, %s in %s", ev.Image, ev.Digest, units.BytesSize(float64(ev.Bytes)), ev.Duration.Round(time.Millisecond))
+	case runner.EventPullFailed:
+		what = ev.Image + ": " + ev.Message
+	case runner.EventRegistryMoved:
+		what = ev.Reason
 	default:
 		what = ev.Message
 		if what == "" {

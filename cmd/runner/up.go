@@ -111,10 +111,17 @@ func cmdUp(args []string, stdout, stderr io.Writer) error {
 
 	metrics := admin.NewMetrics(prometheus.NewRegistry())
 	px := proxy.New(proxy.Options{TrustedProxies: cfg.Runner.TrustedProxies, Logger: log, Observer: metrics})
+	var outMu sync.Mutex // status lines and pull progress share stdout
 	r := runner.New(runner.Options{
 		Config: cfg, ConfigPath: *cfgPath, Sandbox: sb, Router: px,
-		Logger: log, Keep: *keep, OnStatus: statusPrinter(stdout), Listen: listen,
+		Logger: log, Keep: *keep, OnStatus: statusPrinter(stdout, &outMu), Listen: listen,
 	})
+	pullEvents, unsubscribePulls := r.Subscribe()
+	stopPulls := printPulls(stdout, &outMu, isTerminalWriter(stdout), pullEvents, r.Pulls)
+	defer func() {
+		unsubscribePulls()
+		stopPulls()
+	}()
 	metrics.SetSource(admin.Source{Statuses: r.Statuses, InFlight: px.InFlight})
 	var proxyAddr atomic.Pointer[string]
 	stopAdmin := serveAdmin(aln, r, admin.Options{
@@ -268,8 +275,8 @@ func serveAdmin(ln net.Listener, r *runner.Runner, o admin.Options) func() {
 
 // statusPrinter prints one line per plugin each time what serves it changes: ready
 // (with the generation, endpoint and start time) or failed (with the reason).
-func statusPrinter(stdout io.Writer) func(runner.Status) {
-	var mu sync.Mutex // OnStatus is called from plugin goroutines
+func statusPrinter(stdout io.Writer, mu *sync.Mutex) func(runner.Status) {
+	// mu: OnStatus is called from plugin goroutines, and the pull lines share stdout.
 	out := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
 	type shown struct {
 		state runner.State

@@ -115,6 +115,7 @@ func New(o Options) http.Handler {
 		r.Get("/v1/plugins/{name}", s.getPlugin)
 		r.Post("/v1/reload", s.reload)
 		r.Post("/v1/plugins/{name}/restart", s.restart)
+		r.Post("/v1/pull", s.pull)
 		r.Get("/v1/plugins/{name}/logs", s.logs)
 		r.Get("/v1/events", s.events)
 		r.Get("/metrics", s.serveMetrics)

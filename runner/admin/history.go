@@ -91,6 +91,15 @@ func eventText(ev runner.Event) string {
 		return ev.Reason
 	case runner.EventRestart:
 		return "started again after a crash"
+	case runner.EventPullStarted:
+		if ev.Reason != "" {
+			return "pulling " + ev.Image + " (" + ev.Reason + ")"
+		}
+		return "pulling " + ev.Image
+	case runner.EventPullDone:
+		return fmt.Sprintf("pulled %s %.19s in %.1fs", ev.Image, ev.Digest, ev.Duration.Seconds())
+	case runner.EventPullFailed:
+		return "pull of " + ev.Image + " failed: " + ev.Message
 	}
 	if ev.Message != "" {
 		return ev.Message
@@ -101,7 +110,7 @@ func eventText(ev runner.Event) string {
 // eventBad tells the events the page shows in red.
 func eventBad(ev runner.Event) bool {
 	switch ev.Type {
-	case runner.EventCrash, runner.EventReplaceFail:
+	case runner.EventCrash, runner.EventReplaceFail, runner.EventPullFailed:
 		return true
 	case runner.EventReload:
 		return !ev.OK

@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/xcore/runner/runner"
 )
@@ -55,5 +56,24 @@ func TestStatusPageShowsRecentEvents(t *testing.T) {
 	}
 	if strings.Index(body, "env GREETING") > strings.Index(body, "exit code 9") {
 		t.Error("events are not newest first")
+	}
+}
+
+// The status page says what a pull did, and shows a failed one in red.
+func TestPullEventText(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		ev   runner.Event
+		want string
+		bad  bool
+	}{
+		{runner.Event{Type: runner.EventPullStarted, Image: "team/hello:1.4", Reason: "not on this host"}, "pulling team/hello:1.4 (not on this host)", false},
+		{runner.Event{Type: runner.EventPullDone, Image: "team/hello:1.4", Digest: "sha256:cd34000000000000ffff", Duration: 1200 * time.Millisecond}, "pulled team/hello:1.4 sha256:cd3400000000 in 1.2s", false},
+		{runner.Event{Type: runner.EventPullFailed, Image: "team/hello:1.4", Message: "registry x denied access to team/hello"}, "pull of team/hello:1.4 failed: registry x denied access to team/hello", true},
+		{runner.Event{Type: runner.EventRegistryMoved, Reason: "registry: team/hello:1.4 moved a → b"}, "registry: team/hello:1.4 moved a → b", false},
+	} {
+		if got := eventText(tc.ev); got != tc.want || eventBad(tc.ev) != tc.bad {
+			t.Errorf("%s: %q (bad %v), want %q (bad %v)", tc.ev.Type, got, eventBad(tc.ev), tc.want, tc.bad)
+		}
 	}
 }

@@ -59,7 +59,7 @@ type Source struct {
 
 // states are every State a plugin can be in: xcore_plugin_state has one series each.
 var states = []runner.State{
-	runner.StatePending, runner.StateStarting, runner.StateHealthy, runner.StateUnhealthy,
+	runner.StatePending, runner.StatePulling, runner.StateStarting, runner.StateHealthy, runner.StateUnhealthy,
 	runner.StateRestarting, runner.StateFailed, runner.StateStopped,
 }
 

@@ -12,6 +12,7 @@ runner {
   start_concurrency = 3
   protect_host     = false
   backend          = "docker"
+  registry_poll    = "1m"
 }
 
 service "kv" {
@@ -28,6 +29,8 @@ service "billing" {
 
 plugin "hello" {
   image    = "xcore-examples/hello:latest"
+  pull     = "always"
+  registry_poll = "30s"
   port     = 8080
   command  = ["/hello", "-v"]
   env      = { GREETING = "hi", LEVEL = 3, SECRET = file("secret.txt") }

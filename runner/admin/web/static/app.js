@@ -142,6 +142,9 @@
       case "replaced": return (ev.reason || "") + " in " + ((ev.duration_ms || 0) / 1e3).toFixed(1) + "s";
       case "replacing": case "crash": return ev.reason || "";
       case "restart": return "started again after a crash";
+      case "pull_started": return "pulling " + ev.image + (ev.reason ? " (" + ev.reason + ")" : "");
+      case "pull_done": return "pulled " + ev.image + " " + (ev.digest || "").slice(0, 19) + " in " + ((ev.duration_ms || 0) / 1e3).toFixed(1) + "s";
+      case "pull_failed": return "pull of " + ev.image + " failed: " + (ev.message || "");
       default: return ev.message || ev.reason || "";
     }
   }
@@ -163,7 +166,7 @@
     t.className = "t";
     var d = new Date(ev.time);
     t.textContent = [d.getHours(), d.getMinutes(), d.getSeconds()].map(pad2).join(":");
-    var bad = ev.type === "crash" || ev.type === "replace_failed" || (ev.type === "reload" && !ev.ok) ||
+    var bad = ev.type === "crash" || ev.type === "replace_failed" || ev.type === "pull_failed" || (ev.type === "reload" && !ev.ok) ||
       (ev.type === "state" && ev.status && ev.status.state === "failed");
     var k = document.createElement("span");
     k.className = "k" + (bad ? " bad" : "");

@@ -1,0 +1,5 @@
+plugin "hello" {
+  image = "team/hello:1.4"
+  pull  = "sometimes"
+  port  = 8080
+}

@@ -1,0 +1,3 @@
+runner {
+  registry_poll = "5 minutes"
+}

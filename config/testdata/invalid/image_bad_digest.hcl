@@ -1,0 +1,4 @@
+plugin "hello" {
+  image = "team/hello@sha256:ab12"
+  port  = 8080
+}

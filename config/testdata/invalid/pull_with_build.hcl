@@ -1,0 +1,5 @@
+plugin "hello" {
+  build = "../../../examples/hello"
+  pull  = "always"
+  port  = 8080
+}

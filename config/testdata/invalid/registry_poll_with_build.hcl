@@ -1,0 +1,5 @@
+plugin "hello" {
+  build = "../../../examples/hello"
+  registry_poll = "1m"
+  port  = 8080
+}
