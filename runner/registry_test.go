@@ -650,7 +650,7 @@ func TestRegistryCredentials(t *testing.T) {
 	if st.State != StateFailed || st.LastError != wantErr {
 		t.Errorf("hello: %s %q, want failed: %s", st.State, st.LastError, wantErr)
 	}
-	if code, body := e.get("/plugins/hello/"); code != 503 || !strings.Contains(body, `"plugin not ready: failed: `+wantErr+`"`) {
+	if code, body := e.get("/plugins/hello/"); code != 503 || !strings.Contains(body, `"plugin failed: `+wantErr+`"`) {
 		t.Errorf("hello answers %d %s", code, body)
 	}
 	if code, _ := e.get("/plugins/other/"); code != 200 {
