@@ -22,7 +22,7 @@ func TestAdminCLI(t *testing.T) {
 	t.Parallel()
 	cfg := hcl("",
 		helloPlugin(images["hello"], "hi"),
-		plugin("ghost", "xcore-test/does-not-exist:"+testRunID, ""),
+		plugin("ghost", "xcore-test/does-not-exist:"+testRunID, "  pull = \"never\" # a local test image: no registry to ask\n"),
 	)
 	rp := startRunner(t, cfg)
 	api := rp.adminAPI(t)
@@ -33,17 +33,17 @@ func TestAdminCLI(t *testing.T) {
 			t.Fatalf("exit %d: %s", code, errb)
 		}
 		lines := strings.Split(strings.TrimSpace(out), "\n")
-		if len(lines) != 4 || !regexp.MustCompile(`^NAME +STATE +GEN +UPTIME +RESTARTS +IMAGE +LAST ERROR$`).MatchString(lines[0]) {
+		if len(lines) != 4 || !regexp.MustCompile(`^NAME +STATE +READY +GEN +UPTIME +RESTARTS +IMAGE +LAST ERROR$`).MatchString(lines[0]) {
 			t.Fatalf("ps output:\n%s", out)
 		}
 		// The last line says what plugins can reach of the host (on, off or unavailable).
 		if !strings.Contains(lines[3], "host protection") {
 			t.Errorf("ps does not end with the host protection line: %q", lines[3])
 		}
-		if !regexp.MustCompile(`^ghost +failed +- +- +0 +- +.*does-not-exist`).MatchString(lines[1]) {
+		if !regexp.MustCompile(`^ghost +failed +- +- +- +0 +- +.*does-not-exist`).MatchString(lines[1]) {
 			t.Errorf("ghost line: %q", lines[1])
 		}
-		if !regexp.MustCompile(`^hello +healthy +1 +[0-9]+s +0 +` + regexp.QuoteMeta(images["hello"]) + `\s*$`).MatchString(lines[2]) {
+		if !regexp.MustCompile(`^hello +healthy +1/1 +1 +[0-9]+s +0 +` + regexp.QuoteMeta(images["hello"]) + `\s*$`).MatchString(lines[2]) {
 			t.Errorf("hello line: %q", lines[2])
 		}
 		// Columns are aligned: STATE starts at the same offset on every line.
@@ -174,8 +174,9 @@ func TestAdminCLI(t *testing.T) {
 	})
 
 	t.Run("reload", func(t *testing.T) {
+		// ghost's image is missing: the rest applies, and the reload says so and fails.
 		code, out, errb := rp.cli(t, "reload")
-		if code != 0 || !strings.Contains(out, "= hello: unchanged") || !strings.Contains(out, "! ghost: error") {
+		if code != 1 || !strings.Contains(out, "= hello: unchanged") || !strings.Contains(out, "! ghost: error") || !strings.Contains(errb, "cannot apply: ghost: ") {
 			t.Fatalf("reload: exit %d\n%s\n%s", code, out, errb)
 		}
 		gen := rp.containerFull("hello")
@@ -331,7 +332,7 @@ func TestStatusPage(t *testing.T) {
 		helloPlugin(images["hello"], "hi"),
 		plugin("crashy", images["crashy"], "  supervisor {\n    health { path = \"/healthz\" }\n"+restartBlock(5, "250ms", "1s")+"  }\n"),
 		plugin("slow", images["slow"], ""),
-		plugin("reports", "xcore-test/reports-does-not-exist:"+testRunID, ""),
+		plugin("reports", "xcore-test/reports-does-not-exist:"+testRunID, "  pull = \"never\" # a local test image: no registry to ask\n"),
 	))
 	api := rp.adminAPI(t)
 	// Something to show: a crash and restart, a replacement.

@@ -73,7 +73,7 @@ func TestEndToEnd(t *testing.T) {
 `),
 		plugin("slow", images["slow"], "  supervisor {\n    request_timeout = \"1s\"\n  }\n"),
 		plugin("deaf", images["slow"], ""),
-		plugin("ghost", "xcore-test/does-not-exist:"+testRunID, ""),
+		plugin("ghost", "xcore-test/does-not-exist:"+testRunID, "  pull = \"never\" # a local test image: no registry to ask\n"),
 	)
 	rp := startRunner(t, cfg)
 	t.Logf("runner up → all plugins ready or failed: %s", rp.startup)
