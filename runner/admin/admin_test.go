@@ -46,6 +46,7 @@ func TestEveryRouteNeedsTheToken(t *testing.T) {
 		{"POST", "/v1/plugins/hello/restart"},
 		{"GET", "/v1/plugins/hello/logs?follow=1"},
 		{"GET", "/v1/events"},
+		{"GET", "/v1/rates"},
 		{"GET", "/metrics"},
 		{"GET", "/debug/pprof/"},
 		{"GET", "/debug/pprof/heap"},
