@@ -520,6 +520,7 @@
     list.forEach(function (svg) {
       var n = pluginOf(svg);
       if (!n) return;
+      svg.setAttribute("data-end", String(ratesEnd)); // the last second drawn
       if (svg.getAttribute("data-chart") === "big") { drawBig(svg, n, sp); readout(n); }
       else drawSpark(svg, n, sp);
     });
