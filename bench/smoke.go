@@ -38,6 +38,7 @@ func smokeScale(set map[string]bool, loadgen *string, loadFor *time.Duration) {
 	sseRequests = 20
 	minLoad, triggerAfter, newServingFor = 2*time.Second, 500*time.Millisecond, 300*time.Millisecond
 	configEdits = 2
+	replicaRounds = 2
 	profileBenchtime = "200x"
 }
 
