@@ -420,8 +420,9 @@ func TestStatusPage(t *testing.T) {
 			`document.querySelector('tr[data-plugin="hello"] [data-field=ready]').textContent === "3/3"`)
 	list := br.screenshot()
 
-	br.resize(1200, 1010)
+	br.resize(1200, 968)
 	br.navigate(api.url + "/plugins/hello")
+	br.waitFor(10*time.Second, "the event stream to connect", `document.getElementById("live").classList.contains("on")`)
 	br.waitFor(10*time.Second, "hello's big chart", `document.querySelector("#chart path.line-p99").getAttribute("d").length > 100`)
 	var rows []string
 	br.eval(`[...document.querySelectorAll("tbody[data-field=instance_rows] tr")].map(tr => tr.textContent.replace(/\s+/g, " ").trim())`, &rows)
