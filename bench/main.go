@@ -24,6 +24,9 @@
 //     generation serving, next to the floor: the engine pulling a new image + create +
 //     start + first 200; then the runner's CPU per poll with 200 followed tags
 //     (BenchmarkRegistryPoll).
+//  8. Replicas (replicas.go): a CPU-bound endpoint (hello's GET /work?ms=2) with 1 vs 2
+//     replicas of one core each, side by side; failed requests while one of 3 replicas is
+//     killed under 8 clients; scaling 1 → 4, config save → 4/4 ready.
 //
 // Then where proxy time goes (profile.go): the top of a CPU profile of
 // BenchmarkProxyHandler. -smoke (smoke.go, `make bench-smoke`, part of `make test`) runs
@@ -120,7 +123,7 @@ func run() int {
 	flag.IntVar(&scaleSize, "scale", scaleSize, "plugin `count` of the many-plugins section (2…500)")
 	baseline := flag.String("baseline", "", "also measure, in section 1, the runner built at this git `revision` (e.g. main, HEAD~3): "+
 		"the CPU per request of a change side by side with what it replaces")
-	only := flag.String("only", "", "comma-separated `sections` to run (proxy,replace,config,cold,scale,registry,profile); default all")
+	only := flag.String("only", "", "comma-separated `sections` to run (proxy,replace,config,cold,scale,registry,replicas,profile); default all")
 	flag.Parse()
 	if scaleSize < 2 || scaleSize > 500 {
 		return fail(fmt.Errorf("-scale %d: want 2…500", scaleSize))
@@ -181,9 +184,10 @@ func run() int {
 		{"cold", "4. Cold start", budget(220 * time.Second), coldSection},
 		{"scale", "6. Many plugins: the route table and idle CPU", budget(150 * time.Second), scaleSection},
 		{"registry", "7. Registry: tag moved → new generation serving", budget(75 * time.Second), registrySection},
+		{"replicas", "8. Replicas: a CPU-bound plugin, a killed instance, scaling", budget(90 * time.Second), replicasSection},
 		{"rss", "5. Runner memory (VmRSS)", time.Second, func(context.Context, *env) (string, error) { return e.rss.render(), nil }},
 	}
-	docOrder := []string{"proxy", "replace", "config", "cold", "rss", "scale", "registry", "profile"}
+	docOrder := []string{"proxy", "replace", "config", "cold", "rss", "scale", "registry", "replicas", "profile"}
 	parts := map[string]string{}
 	failed := 0
 	for _, s := range sections {

@@ -40,6 +40,7 @@ func smokeScale(set map[string]bool, loadgen *string, loadFor *time.Duration) {
 	configEdits = 2
 	registryPushes = 1
 	registryPollTags, registryPollWindow = 20, time.Second
+	replicaRounds = 2
 	profileBenchtime = "200x"
 }
 

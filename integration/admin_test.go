@@ -4,12 +4,16 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
+	"io"
+	"math"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -298,21 +302,25 @@ func chromium(t *testing.T) string {
 	return ""
 }
 
-// headless runs chromium with args on url, with a fresh profile and no traffic of its
-// own (no updates, sync or metrics: only the runner on 127.0.0.1 is contacted).
-func headless(t *testing.T, bin string, url string, args ...string) []byte {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	full := append([]string{
+// chromiumFlags run chromium headless with a fresh profile and no traffic of its own (no
+// updates, sync or metrics: only the runner on 127.0.0.1 is contacted).
+func chromiumFlags(t *testing.T) []string {
+	return []string{
 		"--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
 		"--user-data-dir=" + t.TempDir(),
 		"--no-first-run", "--no-default-browser-check", "--disable-background-networking",
 		"--disable-component-update", "--disable-sync", "--disable-default-apps", "--disable-extensions",
 		"--disable-domain-reliability", "--metrics-recording-only", "--no-pings",
 		"--disable-dev-shm-usage",
-	}, args...)
-	cmd := exec.CommandContext(ctx, bin, append(full, url)...)
+	}
+}
+
+// headless runs chromium (chromiumFlags) with args on url.
+func headless(t *testing.T, bin string, url string, args ...string) []byte {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, append(append(chromiumFlags(t), args...), url)...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
@@ -323,18 +331,25 @@ func headless(t *testing.T, bin string, url string, args ...string) []byte {
 }
 
 // The status page in a real headless browser: the plugins are in the DOM, the script
-// runs, and a screenshot is taken (XCORE_STATUS_SCREENSHOT=path also writes it there:
-// that is how docs/status.png is made).
+// runs, a plugin of three replicas shows its instances, and its chart of requests/s and
+// p99 is drawn and then kept live (the page polls the runner's rates and redraws; an
+// instance killed while the page is open shows up through the event stream). The
+// screenshots are taken then (XCORE_STATUS_SCREENSHOT=docs/status.png also writes them
+// there, and the plugin's page next to it as docs/status-plugin.png: that is how the
+// README's pictures are made).
 func TestStatusPage(t *testing.T) {
 	t.Parallel()
 	bin := chromium(t)
 	rp := startRunner(t, hcl("",
-		helloPlugin(images["hello"], "hi"),
+		replicated(images["hello"], 3, "hi"),
 		plugin("crashy", images["crashy"], "  supervisor {\n    health { path = \"/healthz\" }\n"+restartBlock(5, "250ms", "1s")+"  }\n"),
 		plugin("slow", images["slow"], ""),
 		plugin("reports", "xcore-test/reports-does-not-exist:"+testRunID, "  pull = \"never\" # a local test image: no registry to ask\n"),
 	))
 	api := rp.adminAPI(t)
+	// Traffic for the charts, all along: a rate that rises and falls, CPU-bound requests.
+	load, loadBegan := pacedLoad(t, rp.url("/plugins/hello/work"), 3*time.Minute), time.Now()
+	defer load()
 	// Something to show: a crash and restart, a replacement.
 	get(t, rp.url("/plugins/crashy/crash"))
 	if code, _, errb := rp.cli(t, "restart", "hello"); code != 0 {
@@ -345,6 +360,7 @@ func TestStatusPage(t *testing.T) {
 		return metricValue(fams, "xcore_plugin_restarts_total", map[string]string{"plugin": "crashy"}) == 1 &&
 			metricValue(fams, "xcore_plugin_state", map[string]string{"plugin": "crashy", "state": "healthy"}) == 1 &&
 			metricValue(fams, "xcore_plugin_state", map[string]string{"plugin": "hello", "state": "healthy"}) == 1 &&
+			metricValue(fams, "xcore_plugin_ready_instances", map[string]string{"plugin": "hello"}) == 3 &&
 			strings.Contains(rp.errOut(), `msg="replaced plugin" plugin=hello`)
 	})
 
@@ -356,10 +372,13 @@ func TestStatusPage(t *testing.T) {
 			t.Errorf("plugin %s is not in the DOM", name)
 		}
 	}
-	for _, want := range []string{"state-healthy", "state-failed", "reports-does-not-exist", "restart requested"} {
+	for _, want := range []string{"state-healthy", "state-failed", "reports-does-not-exist", "restart requested", `data-field="ready">3/3</span>`} {
 		if !strings.Contains(dom, want) {
 			t.Errorf("the DOM lacks %q", want)
 		}
+	}
+	if n := strings.Count(dom, `class="dot dot-healthy"`); n != 5 { // hello's 3, crashy's, slow's
+		t.Errorf("%d healthy instance dots, want 5", n)
 	}
 	if strings.Contains(dom, api.token) {
 		t.Error("the token is in the page")
@@ -372,17 +391,116 @@ func TestStatusPage(t *testing.T) {
 
 	// (A wrong token gets the login form: runner/admin's TestTokenQueryParam.)
 
-	shot := filepath.Join(t.TempDir(), "status.png")
-	headless(t, bin, api.url+"/?token="+api.token, "--screenshot="+shot, "--window-size=1200,700")
-	png, err := os.ReadFile(shot)
-	if err != nil || !bytes.HasPrefix(png, []byte("\x89PNG\r\n\x1a\n")) || len(png) < 10_000 {
-		t.Fatalf("screenshot: %d bytes, %v", len(png), err)
+	// The list, open for a while: its charts drawn, redrawn as seconds pass, and an
+	// instance that dies and comes back shown as it happens.
+	br := openBrowser(t, bin, 1200, 640)
+	br.navigate(api.url + "/?token=" + api.token)
+	const helloSpark = `document.querySelector('tr[data-plugin="hello"] svg.spark')`
+	br.waitFor(10*time.Second, "the event stream to connect", `document.getElementById("live").classList.contains("on")`)
+	br.waitFor(10*time.Second, "hello's chart", helloSpark+`.querySelector("path.area-rps").getAttribute("d").length > 100`)
+	var first int64
+	br.eval(`+`+helloSpark+`.getAttribute("data-end")`, &first)
+	br.waitFor(20*time.Second, "the chart redrawn with newer seconds", `+`+helloSpark+`.getAttribute("data-end") >= `+fmt.Sprint(first+3))
+	var rate string
+	br.eval(`document.querySelector('tr[data-plugin="hello"] [data-field=rps]').textContent`, &rate)
+	if !regexp.MustCompile(`^[1-9][0-9]*/s$`).MatchString(rate) {
+		t.Errorf("hello's rate reads %q, want n/s under load", rate)
 	}
-	if dst := os.Getenv("XCORE_STATUS_SCREENSHOT"); dst != "" {
-		if err := os.WriteFile(dst, png, 0o644); err != nil {
-			t.Fatal(err)
+
+	dst := os.Getenv("XCORE_STATUS_SCREENSHOT")
+	if dst != "" {
+		// The pictures: a chart with a minute of traffic rather than a few seconds.
+		eventually(t, 2*time.Minute, "a minute of traffic for the pictures", func() bool { return time.Since(loadBegan) > 65*time.Second })
+	}
+	victim := rp.runningOf("hello")[0]
+	if out, err := exec.Command("docker", "kill", victim).CombinedOutput(); err != nil {
+		t.Fatalf("docker kill: %v %s", err, out)
+	}
+	br.waitFor(60*time.Second, "the killed instance restarted, live on the page",
+		`[...document.querySelectorAll('tr[data-plugin="hello"] .dot-healthy')].filter(d => d.title.includes("1 restarts")).length === 1 && `+
+			`document.querySelector('tr[data-plugin="hello"] [data-field=ready]').textContent === "3/3"`)
+	list := br.screenshot()
+
+	br.resize(1200, 968)
+	br.navigate(api.url + "/plugins/hello")
+	br.waitFor(10*time.Second, "the event stream to connect", `document.getElementById("live").classList.contains("on")`)
+	br.waitFor(10*time.Second, "hello's big chart", `document.querySelector("#chart path.line-p99").getAttribute("d").length > 100`)
+	var rows []string
+	br.eval(`[...document.querySelectorAll("tbody[data-field=instance_rows] tr")].map(tr => tr.textContent.replace(/\s+/g, " ").trim())`, &rows)
+	if len(rows) != 3 || !strings.Contains(strings.Join(rows, "\n"), "healthy") {
+		t.Errorf("hello's instance rows: %q, want 3", rows)
+	}
+	var readout string
+	br.eval(`document.getElementById("readout").textContent`, &readout)
+	if !regexp.MustCompile(`requests, 0 5xx, p50 [0-9.]+ ms, p99 [0-9.]+ ms`).MatchString(readout) {
+		t.Errorf("the chart's readout: %q", readout)
+	}
+	plugin := br.screenshot()
+
+	if dst != "" {
+		second := strings.TrimSuffix(dst, ".png") + "-plugin.png"
+		for path, png := range map[string][]byte{dst: list, second: plugin} {
+			if err := os.WriteFile(path, png, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("screenshot written to %s", path)
 		}
-		t.Logf("screenshot written to %s", dst)
+	}
+}
+
+// pacedLoad sends GET url?ms=<0.5…2.5> (hello's /work) at a rate that swings between
+// 40 and 200 requests/s over 20s, from 8 workers, until the returned stop is called or
+// maxDuration passes. A tick that finds every worker busy drops its request: the rate
+// is an upper bound, and the load never piles up on a slow host.
+func pacedLoad(t *testing.T, url string, maxDuration time.Duration) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), maxDuration)
+	jobs := make(chan string)
+	client := &http.Client{Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 8}, Timeout: 10 * time.Second}
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case u := <-jobs:
+					req, _ := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+					if resp, err := client.Do(req); err == nil {
+						_, _ = io.Copy(io.Discard, resp.Body)
+						resp.Body.Close()
+					}
+				}
+			}
+		})
+	}
+	wg.Go(func() {
+		tick := time.NewTicker(10 * time.Millisecond)
+		defer tick.Stop()
+		begin, due, i := time.Now(), 0.0, 0
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case now := <-tick.C:
+				rate := 120 + 80*math.Sin(2*math.Pi*now.Sub(begin).Seconds()/20)
+				for due += rate / 100; due >= 1; due-- {
+					i++
+					select {
+					case jobs <- fmt.Sprintf("%s?ms=%.1f", url, 0.5+float64(i%5)/2):
+					default:
+					}
+				}
+			}
+		}
+	})
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			cancel()
+			wg.Wait()
+			client.CloseIdleConnections()
+		})
 	}
 }
 

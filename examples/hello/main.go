@@ -2,7 +2,8 @@
 // probe, /echo/... which reflects the request so that users (and the tests) can see
 // exactly what the proxy forwarded, and /events, a short stream of server-sent events
 // (the first one at once) for streaming through the proxy (and the bench's
-// time-to-first-byte).
+// time-to-first-byte), and /work?ms=2, about that much CPU work per request (the bench's
+// CPU-bound plugin).
 package main
 
 import (
@@ -51,6 +52,7 @@ func main() {
 		})
 	})
 	mux.HandleFunc("/events", events(greeting, name))
+	mux.HandleFunc("/work", work(greeting, name))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/" {
 			http.NotFound(w, r)

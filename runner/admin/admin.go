@@ -118,6 +118,7 @@ func New(o Options) http.Handler {
 		r.Post("/v1/pull", s.pull)
 		r.Get("/v1/plugins/{name}/logs", s.logs)
 		r.Get("/v1/events", s.events)
+		r.Get("/v1/rates", s.rates)
 		r.Get("/metrics", s.serveMetrics)
 		// The Go profiler, for the operator chasing CPU or memory, behind the token:
 		// curl -H "Authorization: Bearer $(cat TOKEN_FILE)" ADMIN/debug/pprof/profile?seconds=30

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -46,6 +47,7 @@ func TestEveryRouteNeedsTheToken(t *testing.T) {
 		{"POST", "/v1/plugins/hello/restart"},
 		{"GET", "/v1/plugins/hello/logs?follow=1"},
 		{"GET", "/v1/events"},
+		{"GET", "/v1/rates"},
 		{"GET", "/metrics"},
 		{"GET", "/debug/pprof/"},
 		{"GET", "/debug/pprof/heap"},
@@ -556,6 +558,69 @@ func TestPages(t *testing.T) {
 		if resp.StatusCode != 200 || readAll(t, resp) == "" {
 			t.Errorf("%s: %d", asset, resp.StatusCode)
 		}
+	}
+}
+
+// A plugin of three replicas: the list shows 3/3 with a dot per instance, its page a
+// row per instance, and both carry the charts' data as JSON (not a script: the CSP runs
+// none inline).
+func TestPagesShowInstancesAndRates(t *testing.T) {
+	t.Parallel()
+	m := newTestMetrics()
+	h := newHarness(t, Options{Metrics: m})
+	three := hello
+	three.Replicas, three.Ready = 3, 3
+	three.Instances = []runner.InstanceStatus{
+		{Replica: 0, Container: "c0ffee0123456789", Name: "xcore-hello-3-r", Endpoint: "127.0.0.1:49153", State: runner.StateHealthy},
+		{Replica: 1, Container: "d00d0123456789ab", Name: "xcore-hello-3-1-r", Endpoint: "127.0.0.1:49154", State: runner.StateHealthy, Restarts: 1, LastExit: "exit code 137"},
+		{Replica: 2, Container: "beef0123456789ab", Name: "xcore-hello-3-2-r", Endpoint: "127.0.0.1:49155", State: runner.StateStarting},
+	}
+	h.f.setStatus(three)
+	clock := fakeClock(m, time.Unix(1_750_000_000, 0))
+	m.RequestDone("hello", 200, 4*time.Millisecond)
+	clock.Store(time.Unix(1_750_000_001, 0).UnixNano())
+
+	index := readAll(t, h.do("GET", "/", nil))
+	for _, want := range []string{
+		`<span class="ready-n" data-field="ready">3/3</span>`,
+		`<i class="dot dot-healthy" title="replica 1: healthy · d00d01234567 · 127.0.0.1:49154 · 1 restarts · last exit: exit code 137">`,
+		`<i class="dot dot-starting"`,
+		`<svg class="spark" data-chart="spark"`,
+	} {
+		if !strings.Contains(index, want) {
+			t.Errorf("the list lacks %s", want)
+		}
+	}
+	rates := func(page string) Rates {
+		t.Helper()
+		_, rest, ok := strings.Cut(page, `<script type="application/json" id="rates-data">`)
+		data, _, _ := strings.Cut(rest, "</script>")
+		var r Rates
+		if err := json.Unmarshal([]byte(data), &r); !ok || err != nil {
+			t.Fatalf("no rates data in the page (%v):\n%s", err, page)
+		}
+		return r
+	}
+	if r := rates(index); r.End != 1_750_000_000 || len(r.Plugins) != 1 || !slices.Equal(r.Plugins[0].Requests, []uint32{1}) {
+		t.Errorf("the list's rates = %+v, want hello's one request", r)
+	}
+
+	page := readAll(t, h.do("GET", "/plugins/hello", nil))
+	for _, want := range []string{
+		`<td class="num">1</td>`, `<code title="d00d0123456789ab">d00d01234567</code> <span class="muted">xcore-hello-3-1-r</span>`,
+		`<code>127.0.0.1:49155</code>`, `<span class="state state-starting">starting</span>`, "exit code 137",
+		`<span data-field="ready_of">3/3</span> ready`, `<svg class="chart" id="chart" data-chart="big"`,
+	} {
+		if !strings.Contains(page, want) {
+			t.Errorf("the plugin page lacks %s", want)
+		}
+	}
+	if r := rates(page); len(r.Plugins) != 1 || r.Plugins[0].Plugin != "hello" {
+		t.Errorf("the plugin page's rates = %+v", r)
+	}
+	// Without metrics there is nothing to chart, and no data.
+	if body := readAll(t, newHarness(t, Options{}).do("GET", "/", nil)); strings.Contains(body, "rates-data") {
+		t.Error("rates data without metrics")
 	}
 }
 

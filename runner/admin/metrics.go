@@ -3,6 +3,7 @@ package admin
 import (
 	"context"
 	"net/http"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -34,6 +35,8 @@ type Metrics struct {
 	// RequestDone runs once per proxied request, and WithLabelValues hashes the labels
 	// and takes a lock each time. No series is ever deleted, so an entry never goes stale.
 	perPlugin sync.Map
+
+	now func() time.Time // the clock of the status page's rates; time.Now but in tests
 }
 
 // requestSeries are one plugin's request metrics, each looked up once.
@@ -43,6 +46,8 @@ type requestSeries struct {
 	// byClass is resolved on a class's first request, as WithLabelValues did: a
 	// plugin that never answered 5xx has no 5xx series.
 	byClass [len(codeClasses)]atomic.Pointer[prometheus.Counter]
+	// rates are the status page's per-second numbers (rates.go).
+	rates rateRing
 }
 
 // codeClasses are the code_class label values; index status/100, 0 for out of range.
@@ -68,13 +73,31 @@ var (
 		"Requests being proxied to the plugin right now.", []string{"plugin"}, nil)
 	descState = prometheus.NewDesc("xcore_plugin_state",
 		"The plugin's state: 1 for the current one, 0 for the others.", []string{"plugin", "state"}, nil)
+	descReplicas = prometheus.NewDesc("xcore_plugin_replicas",
+		"Instances the plugin's serving generation has (supervisor { replicas }).", []string{"plugin"}, nil)
+	descReady = prometheus.NewDesc("xcore_plugin_ready_instances",
+		"Instances of the serving generation in the proxy's rotation.", []string{"plugin"}, nil)
+	descInstances = prometheus.NewDesc("xcore_plugin_instances",
+		"Instances of the serving generation by state.", []string{"plugin", "state"}, nil)
+	// "replica", not "instance": Prometheus puts its own instance label (the scraped
+	// target) on every series, and a clash would rename ours to exported_instance.
+	descInstanceRestarts = prometheus.NewDesc("xcore_instance_restarts",
+		"Containers started again in this replica's slot of the serving generation (back to 0 with a new generation).",
+		[]string{"plugin", "replica"}, nil)
 )
+
+// instanceStates are the states an instance can be in: xcore_plugin_instances has one
+// series each, so that a state that empties reads 0 rather than vanishing.
+var instanceStates = []runner.State{
+	runner.StateStarting, runner.StateHealthy, runner.StateUnhealthy, runner.StateRestarting, runner.StateFailed,
+}
 
 // NewMetrics registers the runner's metrics, and the Go and process collectors, with reg.
 // When reg is also a Gatherer (a *prometheus.Registry), Handler serves it; otherwise
 // Handler serves prometheus.DefaultGatherer.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
+		now: time.Now,
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "xcore_requests_total",
 			Help: "Requests proxied to a plugin, by status class (2xx, 3xx, 4xx, 5xx); a client that went away counts as 4xx.",
@@ -124,6 +147,7 @@ func (m *Metrics) RequestDone(plugin string, status int, d time.Duration) {
 	rs := s.(*requestSeries)
 	m.requestCounter(rs, codeClassIndex(status)).Inc()
 	rs.duration.Observe(d.Seconds())
+	rs.rates.record(m.now().Unix(), status, d)
 }
 
 func (m *Metrics) newRequestSeries(plugin string) *requestSeries {
@@ -209,6 +233,10 @@ type gauges struct{ m *Metrics }
 func (g gauges) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descInFlight
 	ch <- descState
+	ch <- descReplicas
+	ch <- descReady
+	ch <- descInstances
+	ch <- descInstanceRestarts
 }
 
 func (g gauges) Collect(ch chan<- prometheus.Metric) {
@@ -226,6 +254,20 @@ func (g gauges) Collect(ch chan<- prometheus.Metric) {
 				v = 1
 			}
 			ch <- prometheus.MustNewConstMetric(descState, prometheus.GaugeValue, v, st.Name, string(s))
+		}
+		ch <- prometheus.MustNewConstMetric(descReplicas, prometheus.GaugeValue, float64(st.Replicas), st.Name)
+		ch <- prometheus.MustNewConstMetric(descReady, prometheus.GaugeValue, float64(st.Ready), st.Name)
+		for _, is := range st.Instances {
+			ch <- prometheus.MustNewConstMetric(descInstanceRestarts, prometheus.GaugeValue, float64(is.Restarts), st.Name, strconv.Itoa(is.Replica))
+		}
+		for _, s := range instanceStates {
+			n := 0
+			for _, is := range st.Instances {
+				if is.State == s {
+					n++
+				}
+			}
+			ch <- prometheus.MustNewConstMetric(descInstances, prometheus.GaugeValue, float64(n), st.Name, string(s))
 		}
 	}
 }

@@ -186,6 +186,49 @@ func TestScrapeTimeGauges(t *testing.T) {
 	}
 }
 
+// A plugin of three replicas, one of them restarting: the instance gauges count them
+// by state, and the restarts of each replica are a series of its own.
+func TestInstanceGauges(t *testing.T) {
+	t.Parallel()
+	m := newTestMetrics()
+	h := newHarness(t, Options{Metrics: m})
+	three := hello
+	three.Replicas, three.Ready = 3, 2
+	three.Instances = []runner.InstanceStatus{
+		{Replica: 0, Container: "c0", State: runner.StateHealthy},
+		{Replica: 1, State: runner.StateRestarting, Restarts: 2, LastExit: "exit code 137"},
+		{Replica: 2, Container: "c2", State: runner.StateHealthy},
+	}
+	h.f.setStatus(three)
+	m.SetSource(Source{Statuses: h.f.Statuses})
+	fams := scrape(t, h)
+	hello := map[string]string{"plugin": "hello"}
+	for name, want := range map[string]float64{"xcore_plugin_replicas": 3, "xcore_plugin_ready_instances": 2} {
+		if v, ok := value(fams, name, hello); !ok || v != want {
+			t.Errorf("%s{plugin=hello} = %v (exists %v), want %v", name, v, ok, want)
+		}
+	}
+	for state, want := range map[runner.State]float64{
+		runner.StateHealthy: 2, runner.StateRestarting: 1, runner.StateStarting: 0, runner.StateUnhealthy: 0, runner.StateFailed: 0,
+	} {
+		if v, ok := value(fams, "xcore_plugin_instances", map[string]string{"plugin": "hello", "state": string(state)}); !ok || v != want {
+			t.Errorf("xcore_plugin_instances{hello,%s} = %v (exists %v), want %v", state, v, ok, want)
+		}
+	}
+	for replica, want := range map[string]float64{"0": 0, "1": 2, "2": 0} {
+		if v, ok := value(fams, "xcore_instance_restarts", map[string]string{"plugin": "hello", "replica": replica}); !ok || v != want {
+			t.Errorf("xcore_instance_restarts{hello,replica=%s} = %v (exists %v), want %v", replica, v, ok, want)
+		}
+	}
+	// A failed plugin without a generation: 0 ready of 0, no instance series.
+	if v, ok := value(fams, "xcore_plugin_ready_instances", map[string]string{"plugin": "crashy"}); !ok || v != 0 {
+		t.Errorf("crashy ready = %v (exists %v)", v, ok)
+	}
+	if _, ok := value(fams, "xcore_instance_restarts", map[string]string{"plugin": "crashy"}); ok {
+		t.Error("crashy has an instance series without instances")
+	}
+}
+
 func TestMetricsWithoutMetrics(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, Options{})

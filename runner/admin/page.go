@@ -51,7 +51,15 @@ var (
 			return t.Local().Format("2006-01-02 15:04:05")
 		},
 		"eventText": eventText,
-		"eventBad":  eventBad,
+		// readyText is "ready/replicas" of the serving generation, — without one.
+		"readyText": func(st runner.Status) string {
+			if st.Replicas == 0 {
+				return "—"
+			}
+			return fmt.Sprintf("%d/%d", st.Ready, st.Replicas)
+		},
+		"instanceTitle": instanceTitle,
+		"eventBad":      eventBad,
 		"clock": func(t time.Time) string {
 			return t.Local().Format("15:04:05")
 		},
@@ -71,7 +79,27 @@ var (
 )
 
 func parsePage(name string) *template.Template {
-	return template.Must(template.New("layout.html").Funcs(funcs).ParseFS(webFS, "web/layout.html", "web/"+name))
+	return template.Must(template.New("layout.html").Funcs(funcs).ParseFS(webFS, "web/layout.html", "web/parts.html", "web/"+name))
+}
+
+// instanceTitle is the tooltip of an instance's dot (app.js says the same).
+func instanceTitle(is runner.InstanceStatus) string {
+	parts := []string{fmt.Sprintf("replica %d: %s", is.Replica, is.State)}
+	if is.Container != "" {
+		c := is.Container
+		if len(c) > 12 {
+			c = c[:12]
+		}
+		parts = append(parts, c)
+	}
+	if is.Endpoint != "" {
+		parts = append(parts, is.Endpoint)
+	}
+	parts = append(parts, fmt.Sprintf("%d restarts", is.Restarts))
+	if is.LastExit != "" {
+		parts = append(parts, "last exit: "+is.LastExit)
+	}
+	return strings.Join(parts, " · ")
 }
 
 // Uptime is how long the plugin's current container has served; ok is false when no
@@ -118,6 +146,7 @@ type pageData struct {
 	Logs      string
 	LogsError string
 	Status    int
+	Rates     *Rates // the charts' data when the page was rendered; nil without metrics
 }
 
 func (s *server) render(w http.ResponseWriter, status int, page string, d pageData) {
@@ -221,7 +250,7 @@ func (s *server) index(w http.ResponseWriter, r *http.Request) {
 			healthy++
 		}
 	}
-	s.render(w, http.StatusOK, "index", pageData{Title: "Plugins", Plugins: st, Healthy: healthy, Events: s.history.Recent()})
+	s.render(w, http.StatusOK, "index", pageData{Title: "Plugins", Plugins: st, Healthy: healthy, Events: s.history.Recent(), Rates: s.pageRates("")})
 }
 
 // pageLogLines is how much of a plugin's log its page shows.
@@ -234,7 +263,7 @@ func (s *server) pluginPage(w http.ResponseWriter, r *http.Request) {
 		s.render(w, http.StatusNotFound, "error", pageData{Title: "Unknown plugin", Error: "No plugin is called " + quote(name) + ".", Status: http.StatusNotFound})
 		return
 	}
-	d := pageData{Title: name, Plugin: st}
+	d := pageData{Title: name, Plugin: st, Rates: s.pageRates(name)}
 	if st.Container == "" {
 		d.LogsError = fmt.Sprintf("No container runs for %s (state %s).", name, st.State)
 	} else {
@@ -244,6 +273,15 @@ func (s *server) pluginPage(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	s.render(w, http.StatusOK, "plugin", d)
+}
+
+// pageRates are the rates a page starts its charts with: of plugin, or of all.
+func (s *server) pageRates(plugin string) *Rates {
+	if s.metrics == nil {
+		return nil
+	}
+	r := s.metrics.Rates(s.metrics.now(), 0, plugin)
+	return &r
 }
 
 func (s *server) recentLogs(ctx context.Context, name string) (string, error) {
