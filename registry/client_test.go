@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -272,5 +274,70 @@ func TestUnreachableAndNotFound(t *testing.T) {
 	_, err = c.Head(ctx, parse(t, addr+"/team/hello:1"))
 	if !errors.Is(err, ErrUnreachable) || !strings.HasPrefix(err.Error(), "registry "+addr+" unreachable: ") || !strings.Contains(err.Error(), "connection refused") {
 		t.Errorf("closed port: %v", err)
+	}
+}
+
+// Credentials from a credential helper program, as `docker login` leaves them with
+// credsStore or credHelpers: the runner runs `docker-credential-<name> get` from PATH
+// (a real program here, a shell script that logs each call), and a wrong secret from it
+// is reported like a wrong password in config.json. Not parallel: it sets DOCKER_CONFIG
+// and PATH.
+func TestCredentialHelpers(t *testing.T) {
+	const user, pass = "team", "h3lper-Pa55word"
+	s := startRegistry(t)
+	s.RequireAuth(user, pass)
+	ref := parse(t, s.Host+"/team/hello:1.4")
+	want, err := registrytest.Push(context.Background(), ref.String(), image(t, "v1", "amd64"), user, pass)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := t.TempDir()
+	calls := filepath.Join(bin, "calls")
+	secret := filepath.Join(bin, "secret")
+	// The helper protocol: the action as argument, the server on stdin, JSON on stdout.
+	script := "#!/bin/sh\nread server\necho \"$1 $server\" >> " + calls + "\n" +
+		"printf '{\"ServerURL\":\"%s\",\"Username\":\"" + user + "\",\"Secret\":\"%s\"}' \"$server\" \"$(cat " + secret + ")\"\n"
+	if err := os.WriteFile(filepath.Join(bin, "docker-credential-xcoretest"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", bin+string(os.PathListSeparator)+os.Getenv("PATH"))
+
+	for _, tc := range []struct{ name, config string }{
+		{"credHelpers", `{"credHelpers": {"` + s.Host + `": "xcoretest"}}`},
+		{"credsStore", `{"credsStore": "xcoretest"}`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			t.Setenv("DOCKER_CONFIG", dir)
+			if err := os.WriteFile(filepath.Join(dir, "config.json"), []byte(tc.config), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			os.Remove(calls)
+			if err := os.WriteFile(secret, []byte("wrong-"+pass), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			c := New(Options{})
+			_, err := c.Head(context.Background(), ref)
+			wantMsg := fmt.Sprintf("registry %s denied access to team/hello (check %s/config.json)", s.Host, dir)
+			if !errors.Is(err, ErrDenied) || err.Error() != wantMsg {
+				t.Errorf("helper with a wrong secret: %v; want %q", err, wantMsg)
+			}
+
+			if err := os.WriteFile(secret, []byte(pass), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			d, err := c.Head(context.Background(), ref)
+			if err != nil || d.Digest != want {
+				t.Fatalf("helper with the right secret: %+v, %v", d, err)
+			}
+			cred, err := c.Auth(context.Background(), ref)
+			if err != nil || cred.Username != user || cred.Password != pass {
+				t.Fatalf("Auth = user %q, %v; want the helper's", cred.Username, err)
+			}
+			log, _ := os.ReadFile(calls)
+			if !strings.Contains(string(log), "get "+s.Host) {
+				t.Errorf("the helper was not asked for %s; its calls: %q", s.Host, log)
+			}
+		})
 	}
 }
