@@ -204,6 +204,16 @@ func (r *Runner) deployUnit(ctx context.Context, u *unit, spec sandbox.Spec) err
 	r.cl.mu.Lock()
 	want := u.want
 	r.cl.mu.Unlock()
+	if spec.ImagePinned != "" {
+		// The nodes pull the image, with the runner's credentials (Swarm hands them
+		// to the nodes with the tasks), never with their own.
+		auth, err := r.images.nodeAuth(dctx, spec.Image)
+		if err != nil {
+			r.sidecar.release(spec.Plugin, spec.Generation, clusterHold)
+			return fmt.Errorf("deploy %s: %w", spec.Plugin, err)
+		}
+		spec.RegistryAuth = auth
+	}
 	if err := r.cl.c.DeployGeneration(dctx, spec, want); err != nil {
 		r.sidecar.release(spec.Plugin, spec.Generation, clusterHold)
 		return err

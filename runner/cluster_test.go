@@ -16,6 +16,7 @@ import (
 
 	"github.com/xcore/runner/config"
 	"github.com/xcore/runner/proxy"
+	"github.com/xcore/runner/registry/registrytest"
 	"github.com/xcore/runner/sandbox"
 )
 
@@ -491,5 +492,72 @@ func TestClusterPluginRemoved(t *testing.T) {
 	})
 	if code, _ := httpGet(t, "http://"+r.Addr().String()+"/plugins/web/"); code != 404 {
 		t.Errorf("removed plugin answers %d", code)
+	}
+}
+
+// registryCluster is a cluster whose manager pulls from a real registry (registryFake's
+// engine): the runner resolves the tag there, and the nodes get the digest-pinned
+// reference.
+type registryCluster struct {
+	*fakeCluster
+	rf *registryFake
+}
+
+func (c registryCluster) InspectImage(ctx context.Context, ref string) (sandbox.Image, error) {
+	return c.rf.InspectImage(ctx, ref)
+}
+
+func (c registryCluster) Platform(ctx context.Context) (sandbox.Platform, error) {
+	return c.rf.Platform(ctx)
+}
+
+func (c registryCluster) PullImage(ctx context.Context, ref string, auth sandbox.RegistryAuth, progress func(sandbox.PullProgress)) (sandbox.Image, error) {
+	return c.rf.PullImage(ctx, ref, auth, progress)
+}
+
+// On a cluster the nodes pull a registry image themselves: the unit is deployed with the
+// tag pinned to the digest the runner resolved (every node runs the same image) and with
+// the runner's credentials from its Docker config; a local image runs by ID, with none.
+// Not parallel: it sets DOCKER_CONFIG.
+func TestClusterNodesPullPinnedWithRunnerCredentials(t *testing.T) {
+	const user, pass = "team", "Cluster-Pa55-77a1"
+	reg := startRegistry(t)
+	reg.RequireAuth(user, pass)
+	ref := reg.Host + "/team/web:1.4"
+	digest := pushImage(t, ref, "v1", user, pass)
+	dir := t.TempDir()
+	t.Setenv("DOCKER_CONFIG", dir)
+	if err := registrytest.WriteDockerConfig(dir, reg.Host, user, pass); err != nil {
+		t.Fatal(err)
+	}
+	rf := newRegistryFake()
+	c := newFakeCluster()
+	c.fakeSandbox = rf.fakeSandbox
+	rf.images["local:1"] = "sha256:local"
+	web := clusterPlugin(2)
+	web.Image = ref
+	local := testPlugin("local", "local:1")
+	local.Pull = config.PullNever
+	r := New(Options{Config: testConfig(web, local), Sandbox: registryCluster{c, rf}, Router: proxy.New(proxy.Options{})})
+	t.Cleanup(func() { _ = r.Shutdown(context.Background()) })
+	if err := r.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "web serving", func() bool { return len(served(t, r, 4)) > 0 })
+
+	c.cmu.Lock()
+	w, l := c.svcs[unitKey{"web", 1}], c.svcs[unitKey{"local", 1}]
+	c.cmu.Unlock()
+	if w == nil || l == nil {
+		t.Fatalf("units: web %v, local %v", w != nil, l != nil)
+	}
+	if want := reg.Host + "/team/web@" + digest; w.spec.ImagePinned != want {
+		t.Errorf("web deployed as %q, want %q", w.spec.ImagePinned, want)
+	}
+	if a := w.spec.RegistryAuth; a == nil || a.Username != user || a.Password != pass || a.ServerAddress != reg.Host {
+		t.Errorf("web deployed with credentials for %v, want the runner's for %s", a != nil, reg.Host)
+	}
+	if l.spec.ImagePinned != "" || l.spec.RegistryAuth != nil || l.spec.ImageID != "sha256:local" {
+		t.Errorf("local deployed as %q (ID %q) with credentials %v, want its ID and none", l.spec.ImagePinned, l.spec.ImageID, l.spec.RegistryAuth != nil)
 	}
 }

@@ -302,16 +302,40 @@ func (im *images) run(pl *pull) {
 		im.finish(pl, sandbox.Image{}, ctx.Err())
 		return
 	}
-	img, err := im.pl.PullImage(ctx, ref.Engine(), sandbox.RegistryAuth{
-		Username: cred.Username, Password: cred.Password, IdentityToken: cred.IdentityToken,
-		RegistryToken: cred.RegistryToken, ServerAddress: cred.Server,
-	}, func(p sandbox.PullProgress) {
+	img, err := im.pl.PullImage(ctx, ref.Engine(), engineAuth(cred), func(p sandbox.PullProgress) {
 		im.mu.Lock()
 		pl.progress = p
 		im.mu.Unlock()
 	})
 	<-im.r.engine
 	im.finish(pl, img, err)
+}
+
+// engineAuth is a registry credential in the form the engine takes it.
+func engineAuth(cred registry.Credential) sandbox.RegistryAuth {
+	return sandbox.RegistryAuth{
+		Username: cred.Username, Password: cred.Password, IdentityToken: cred.IdentityToken,
+		RegistryToken: cred.RegistryToken, ServerAddress: cred.Server,
+	}
+}
+
+// nodeAuth is what a cluster's nodes pull image with: the runner's own credentials for
+// its registry, read when asked (a credential helper's token may be short-lived); nil
+// when the keychain has none.
+func (im *images) nodeAuth(ctx context.Context, image string) (*sandbox.RegistryAuth, error) {
+	ref, err := im.parse(image)
+	if err != nil {
+		return nil, err
+	}
+	cred, err := im.reg.Auth(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	if cred.Anonymous() {
+		return nil, nil
+	}
+	a := engineAuth(cred)
+	return &a, nil
 }
 
 // finish records a pull's end, tells the plugins concerned and asks for a pass.

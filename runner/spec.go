@@ -5,6 +5,7 @@ import (
 	"strconv"
 
 	"github.com/xcore/runner/config"
+	"github.com/xcore/runner/registry"
 	"github.com/xcore/runner/sandbox"
 	"github.com/xcore/runner/snapshot"
 )
@@ -76,7 +77,22 @@ func containerSpec(p *config.Plugin, d Desired, gen, replica int) sandbox.Spec {
 			Policy: p.Supervisor.Restart.Policy, Attempts: p.Supervisor.Restart.Attempts,
 			Window: p.Supervisor.Restart.Window, Delay: p.Supervisor.Restart.Backoff,
 		},
+		ImagePinned: imagePinned(p, s.ImageDigest),
 	}
+}
+
+// imagePinned is p's registry image pinned to the digest it resolved to (repo@sha256:…),
+// which a cluster's nodes pull; "" when there is none to pull: a built or local image
+// (no digest), or pull = "never" (the nodes run what they have, by ID).
+func imagePinned(p *config.Plugin, digest string) string {
+	if digest == "" || p.Image == "" || p.Pull == config.PullNever {
+		return ""
+	}
+	ref, err := registry.Parse(p.Image)
+	if err != nil {
+		return ""
+	}
+	return ref.Repository() + "@" + digest
 }
 
 // placement is the snapshot form of a placement block: its constraints and

@@ -95,6 +95,12 @@ type Spec struct {
 	// instances itself (a cluster); a single-host backend ignores them.
 	Placement Placement
 	Restart   Restart
+	// ImagePinned is a registry image as repo@sha256:…, for a backend whose nodes pull
+	// the image themselves (a cluster): every node runs the same image, and a moved tag
+	// is a new generation. "" for a local or built image (or pull = "never"): ImageID.
+	ImagePinned string
+	// RegistryAuth is what the nodes pull ImagePinned with (nil: anonymous).
+	RegistryAuth *RegistryAuth
 }
 
 // Placement says where a cluster may run a plugin's instances.

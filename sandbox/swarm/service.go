@@ -2,11 +2,14 @@ package swarm
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
+	"github.com/moby/moby/api/pkg/authconfig"
+	"github.com/moby/moby/api/types/registry"
 	"github.com/moby/moby/api/types/swarm"
 	"github.com/moby/moby/client"
 	"github.com/sethvargo/go-retry"
@@ -30,7 +33,12 @@ func (c *Client) DeployGeneration(ctx context.Context, spec sandbox.Spec, replic
 	}
 	name := ServiceName(c.runnerID, spec.Plugin, spec.Generation)
 	cctx, cancel := context.WithTimeout(ctx, callTimeout)
-	res, err := c.api.ServiceCreate(cctx, client.ServiceCreateOptions{Spec: serviceSpec(spec, c.runnerID, n.ID, replicas, c.version)})
+	opts, err := createOptions(spec, serviceSpec(spec, c.runnerID, n.ID, replicas, c.version))
+	if err != nil {
+		cancel()
+		return fmt.Errorf("create service %s: %w", name, err)
+	}
+	res, err := c.api.ServiceCreate(cctx, opts)
 	cancel()
 	defer c.changed()
 	switch {
@@ -53,6 +61,26 @@ func (c *Client) DeployGeneration(ctx context.Context, spec sandbox.Spec, replic
 	default:
 		return fmt.Errorf("create service %s: %w", name, err)
 	}
+}
+
+// createOptions carries the runner's registry credentials with the create, for the
+// nodes to pull spec.ImagePinned with (Swarm keeps them with the service, as `docker
+// service create --with-registry-auth` does). The registry is not asked: the reference
+// is pinned already.
+func createOptions(spec sandbox.Spec, svc swarm.ServiceSpec) (client.ServiceCreateOptions, error) {
+	opts := client.ServiceCreateOptions{Spec: svc}
+	if a := spec.RegistryAuth; a != nil && spec.ImagePinned != "" {
+		enc, err := authconfig.Encode(registry.AuthConfig{
+			Username: a.Username, Password: a.Password,
+			IdentityToken: a.IdentityToken, RegistryToken: a.RegistryToken,
+			ServerAddress: a.ServerAddress,
+		})
+		if err != nil {
+			return opts, fmt.Errorf("encode registry credentials: %w", errors.Unwrap(err))
+		}
+		opts.EncodedRegistryAuth = enc
+	}
+	return opts, nil
 }
 
 func (c *Client) inspectService(ctx context.Context, name string) (swarm.Service, error) {

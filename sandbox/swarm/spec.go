@@ -98,7 +98,12 @@ func VersionedGaps() []Gap { return append([]Gap(nil), versioned...) }
 // by their addresses on the plugin network.
 func serviceSpec(s sandbox.Spec, runnerID, networkID string, replicas int, api string) swarm.ServiceSpec {
 	l := labels(s, runnerID)
-	image := s.ImageID
+	// Pinned registry images are pulled by the nodes; anything else is run by the ID the
+	// manager resolved, which every node must have.
+	image := s.ImagePinned
+	if image == "" {
+		image = s.ImageID
+	}
 	if image == "" {
 		image = s.Image
 	}

@@ -1,12 +1,16 @@
 package swarm
 
 import (
+	"encoding/base64"
+	"encoding/json"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/moby/moby/api/types/mount"
+	"github.com/moby/moby/api/types/registry"
 	"github.com/moby/moby/api/types/swarm"
 
 	"github.com/xcore/runner/sandbox"
@@ -159,5 +163,45 @@ func TestGaps(t *testing.T) {
 		if got := settings(Gaps(api)); !slices.Equal(got, want) {
 			t.Errorf("Gaps(%q) = %q, want %q", api, got, want)
 		}
+	}
+}
+
+// A pinned registry image is what the nodes pull, with the runner's credentials in the
+// create (X-Registry-Auth form, never in the spec); anything else runs by the manager's
+// image ID and carries no credentials.
+func TestRegistryImageForNodes(t *testing.T) {
+	t.Parallel()
+	local := testSpec()
+	opts, err := createOptions(local, serviceSpec(local, "r1", "net", 1, "1.41"))
+	if err != nil || opts.Spec.TaskTemplate.ContainerSpec.Image != "sha256:abc" || opts.EncodedRegistryAuth != "" || opts.QueryRegistry {
+		t.Fatalf("local image: image %q, auth %q, query %v, %v; want the ID, no auth, no query",
+			opts.Spec.TaskTemplate.ContainerSpec.Image, opts.EncodedRegistryAuth, opts.QueryRegistry, err)
+	}
+
+	const pinned = "127.0.0.1:5000/team/hello@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+	reg := testSpec()
+	reg.ImagePinned = pinned
+	reg.RegistryAuth = &sandbox.RegistryAuth{Username: "team", Password: "s3cret-Pa55word", ServerAddress: "127.0.0.1:5000"}
+	svc := serviceSpec(reg, "r1", "net", 1, "1.41")
+	opts, err = createOptions(reg, svc)
+	if err != nil || opts.Spec.TaskTemplate.ContainerSpec.Image != pinned || opts.QueryRegistry {
+		t.Fatalf("registry image: image %q, query %v, %v; want %s, no query", opts.Spec.TaskTemplate.ContainerSpec.Image, opts.QueryRegistry, err, pinned)
+	}
+	raw, err := base64.URLEncoding.DecodeString(opts.EncodedRegistryAuth)
+	if err != nil {
+		t.Fatalf("X-Registry-Auth %q: %v", opts.EncodedRegistryAuth, err)
+	}
+	var got registry.AuthConfig
+	if err := json.Unmarshal(raw, &got); err != nil || got.Username != "team" || got.Password != "s3cret-Pa55word" || got.ServerAddress != "127.0.0.1:5000" {
+		t.Errorf("credentials sent: %+v, %v", got, err)
+	}
+	if b, _ := json.Marshal(svc); strings.Contains(string(b), "s3cret") {
+		t.Errorf("the service spec (visible to `docker service inspect`) carries the password")
+	}
+
+	// Anonymous: a pinned image with no credentials sends none.
+	reg.RegistryAuth = nil
+	if opts, err := createOptions(reg, svc); err != nil || opts.EncodedRegistryAuth != "" {
+		t.Errorf("anonymous: auth %q, %v", opts.EncodedRegistryAuth, err)
 	}
 }
