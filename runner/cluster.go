@@ -321,9 +321,10 @@ func (s *supervisor) scaleUnit(g *generation, n int) bool {
 		return false
 	}
 	from := len(g.slots)
-	if from == n {
+	if from == n || g.scalingTo == n {
 		return true // slots are seats: which indexes they have does not matter
 	}
+	g.scalingTo = n
 	u := cs.unit(s.name, g.num)
 	cs.mu.Lock()
 	u.want = n
@@ -342,7 +343,7 @@ func (s *supervisor) scaleUnit(g *generation, n int) bool {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
 		stopping, err := cs.c.ScaleGeneration(ctx, plugin, gen, n)
-		return result{kind: resScaled, gen: g, ids: stopping, err: err}
+		return result{kind: resScaled, gen: g, ids: stopping, err: err, n: n}
 	})
 	s.r.log.Info("scaling plugin", "plugin", s.name, "generation", g.num, "from", from, "to", n)
 	return true
@@ -353,6 +354,9 @@ func (s *supervisor) scaleUnit(g *generation, n int) bool {
 func (s *supervisor) onScaled(g *generation, res result) {
 	if res.err != nil {
 		s.r.log.Error("scale generation", "plugin", s.name, "generation", g.num, "err", res.err)
+	}
+	if g.scalingTo == res.n {
+		g.scalingTo = 0 // else a later scale is under way
 	}
 	if g.gone {
 		return

@@ -33,6 +33,9 @@ type fakeCluster struct {
 	scales   []string // "plugin/gen→n"
 	nets     map[string]bool
 	log      []string // deploys and removals, in order, for ordering checks
+	// scaleGate, when set, holds a scale's answer back (its tasks already stopped and
+	// gone from listings, as Swarm's are while the client waits) until it is closed.
+	scaleGate chan struct{}
 }
 
 type fakeService struct {
@@ -91,9 +94,22 @@ func (c *fakeCluster) DeployGeneration(_ context.Context, spec sandbox.Spec, rep
 // ScaleGeneration stops the LOWEST slots on a scale-down: the engine, not the runner,
 // chooses (Swarm balances nodes), and the lowest are the ones a runner that dropped
 // its highest slots would get wrong.
-func (c *fakeCluster) ScaleGeneration(_ context.Context, plugin string, gen, replicas int) ([]string, error) {
+func (c *fakeCluster) ScaleGeneration(ctx context.Context, plugin string, gen, replicas int) ([]string, error) {
 	c.cmu.Lock()
-	defer c.cmu.Unlock()
+	gate := c.scaleGate
+	stopping, err := c.scaleLocked(plugin, gen, replicas)
+	c.cmu.Unlock()
+	if gate != nil {
+		select {
+		case <-gate:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	return stopping, err
+}
+
+func (c *fakeCluster) scaleLocked(plugin string, gen, replicas int) ([]string, error) {
 	svc := c.svcs[unitKey{plugin, gen}]
 	if svc == nil {
 		return nil, fmt.Errorf("scale %s/%d: %w", plugin, gen, sandbox.ErrNotFound)
@@ -404,6 +420,45 @@ func TestClusterScaleDownFollowsTheEngine(t *testing.T) {
 	if deploys, _, _, _, _ := c.snapshotState(); len(deploys) != 1 {
 		t.Errorf("deploys = %q, want the unit scaled in place", deploys)
 	}
+}
+
+// While a scale-down is under way, the tasks the engine stops are gone from listings
+// before it has said which they are: a pass meanwhile neither takes them for crashes
+// (a clean exit would leave a slot given up and the plugin short of ready instances, as
+// first seen on a real swarm) nor asks for the same scale again.
+func TestClusterScaleDownRacesAPass(t *testing.T) {
+	c := newFakeCluster()
+	c.images["web:1"] = "sha256:w"
+	r := startCluster(t, c, testConfig(clusterPlugin(3)))
+	gate := make(chan struct{})
+	c.cmu.Lock()
+	c.scaleGate = gate
+	c.cmu.Unlock()
+
+	r.mu.Lock()
+	r.cfg = testConfig(clusterPlugin(2))
+	r.mu.Unlock()
+	r.Resync()
+	waitFor(t, "the scale asked of the engine", func() bool { _, _, scales, _, _ := c.snapshotState(); return len(scales) == 1 })
+	if _, err := r.passNow(context.Background(), false); err != nil {
+		t.Fatal(err)
+	}
+	r.mu.Lock()
+	s := r.sups["web"]
+	r.mu.Unlock()
+	waitFor(t, "the pass decided on", s.caughtUp)
+	close(gate)
+	waitFor(t, "two instances ready", func() bool {
+		st := r.Statuses()[0]
+		return st.Ready == 2 && st.Replicas == 2 && len(st.Instances) == 2
+	})
+	if st := r.Statuses()[0]; st.Restarts != 0 || st.State != StateHealthy || st.LastExit != "" {
+		t.Errorf("after a scale-down raced by a pass: %s, %d restarts, last exit %q", st.State, st.Restarts, st.LastExit)
+	}
+	if _, _, scales, _, _ := c.snapshotState(); !slices.Equal(scales, []string{"web/1→2"}) {
+		t.Errorf("scales = %q, want one", scales)
+	}
+	waitFor(t, "both tasks left serving", func() bool { return len(served(t, r, 8)) == 2 })
 }
 
 // After a runner restart (kill -9), the generation found running is adopted: nothing

@@ -22,6 +22,10 @@ type generation struct {
 	begin  time.Time // when it was started (replacements are timed from here)
 	gone   bool      // abandoned or retired: no longer serves nor starts anything
 	ops    int       // goroutines and timers of the supervisor still working on it
+	// scalingTo is the size a cluster is being scaled to (0: none under way). While a
+	// scale-down is, the tasks the engine stops vanish from listings before it has said
+	// which they are: not crashes.
+	scalingTo int
 
 	replacedBy *generation // the generation that replaced it: EventReplaced once it is gone
 }

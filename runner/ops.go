@@ -38,6 +38,7 @@ type result struct {
 	err   error
 	crash crash
 	ids   []string
+	n     int // resScaled: the size asked for
 }
 
 // goOp runs f for generation g in a goroutine of the runner's owner; its result goes to

@@ -82,7 +82,9 @@ func (s *supervisor) observe(obs *observation) {
 		running[c.ID] = c.Running
 	}
 	for _, g := range []*generation{s.cur, s.next} {
-		if g == nil {
+		if g == nil || (g.scalingTo > 0 && g.scalingTo < len(g.slots)) {
+			// A cluster is stopping some of g's instances and has not said which yet:
+			// missing ones are not judged (a crash meanwhile comes as an engine event).
 			continue
 		}
 		for _, sl := range g.slots {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -370,6 +371,32 @@ func TestSwarm(t *testing.T) {
 		// The runner has new addresses on the plugin networks: xcore.internal follows.
 		if got := r.mustGet("/plugins/pinned/notes/swarm"); got != "across nodes" {
 			t.Errorf("pinned's services after the restart: %q", got)
+		}
+	})
+
+	t.Run("scaled in place 3 → 2 under load", func(t *testing.T) {
+		before := r.status("web")
+		r.write(strings.Replace(fmt.Sprintf(configHCL, c.images["selfcheck"], "howdy", c.images["notes"]), "replicas      = 3", "replicas      = 2", 1))
+		l := r.startLoad(4, "/plugins/web/", 100000, 2*time.Minute)
+		began := time.Now()
+		code, plan := r.adminDo(http.MethodPost, "/v1/reload")
+		if code != 200 || !strings.Contains(string(plan), "scale 3 → 2") {
+			t.Fatalf("reload: %d %s; want a scale in place", code, plan)
+		}
+		st := r.waitStatus("web", "2 of 2 ready", 2*time.Minute, func(s pluginStatus) bool {
+			return s.Replicas == 2 && s.Ready == 2 && s.State == "healthy"
+		})
+		eventually(t, 2*time.Minute, "2 tasks left running", func() bool { return len(c.tasks(r.id, "web", before.Generation)) == 2 })
+		took := time.Since(began)
+		after := l.ok.Load()
+		eventually(t, time.Minute, "1000 more requests on the 2 tasks left", func() bool { return l.ok.Load()+l.failed.Load() >= after+1000 })
+		ok, failed, errs := l.end()
+		t.Logf("scale 3 → 2 in place: %s from reload to 2 tasks running; under 4 clients %d requests, %d failed %q", took.Round(time.Millisecond), ok+failed, failed, errs)
+		if st.Generation != before.Generation {
+			t.Errorf("generation %d → %d: a scale is not a replacement", before.Generation, st.Generation)
+		}
+		if failed > 0 {
+			t.Errorf("%d of %d requests failed across the scale-down: %q", failed, ok+failed, errs)
 		}
 	})
 }
