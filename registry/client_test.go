@@ -175,14 +175,7 @@ func TestCredentials(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := New(Options{})
-	_, err = c.Head(context.Background(), ref)
-	wantMsg := fmt.Sprintf("registry %s denied access to team/hello (check %s/config.json)", s.Host, dir)
-	if !errors.Is(err, ErrDenied) || err.Error() != wantMsg {
-		t.Errorf("wrong password: %v; want %q", err, wantMsg)
-	}
-	if err != nil && strings.Contains(err.Error(), pass) {
-		t.Errorf("the error shows the password: %v", err)
-	}
+	wantDenied(t, c, ref, s.Host, dir, pass)
 
 	// Fixed in config.json: the next try reads it again.
 	if err := registrytest.WriteDockerConfig(dir, s.Host, user, pass); err != nil {
@@ -205,6 +198,20 @@ func TestCredentials(t *testing.T) {
 		if strings.Contains(out, pass) || strings.Contains(out, user) {
 			t.Errorf("a credential printed as %q", out)
 		}
+	}
+}
+
+// wantDenied checks that c is refused ref with wrong credentials, with an error that
+// names the registry, the repository and the config file to check, and not the secret.
+func wantDenied(t *testing.T, c *Client, ref Ref, host, dir, secret string) {
+	t.Helper()
+	_, err := c.Head(context.Background(), ref)
+	want := fmt.Sprintf("registry %s denied access to team/hello (check %s/config.json)", host, dir)
+	if !errors.Is(err, ErrDenied) || err.Error() != want {
+		t.Errorf("wrong credentials: %v; want %q", err, want)
+	}
+	if err != nil && strings.Contains(err.Error(), secret) {
+		t.Errorf("the error shows the secret: %v", err)
 	}
 }
 
@@ -317,11 +324,7 @@ func TestCredentialHelpers(t *testing.T) {
 				t.Fatal(err)
 			}
 			c := New(Options{})
-			_, err := c.Head(context.Background(), ref)
-			wantMsg := fmt.Sprintf("registry %s denied access to team/hello (check %s/config.json)", s.Host, dir)
-			if !errors.Is(err, ErrDenied) || err.Error() != wantMsg {
-				t.Errorf("helper with a wrong secret: %v; want %q", err, wantMsg)
-			}
+			wantDenied(t, c, ref, s.Host, dir, pass)
 
 			if err := os.WriteFile(secret, []byte(pass), 0o600); err != nil {
 				t.Fatal(err)

@@ -14,18 +14,8 @@ import (
 	"github.com/sethvargo/go-retry"
 
 	"github.com/xcore/runner/sandbox"
+	"github.com/xcore/runner/sandbox/internal/engine"
 )
-
-// imageActions are the image events after which a reference may resolve to another
-// image ID. Checked on this engine (20.10, legacy builder): `docker build -t` emits
-// "tag" for each -t (its intermediate containers emit container create/destroy,
-// unlabelled); `docker tag` emits "tag"; `docker rmi` emits "untag" per reference and
-// "delete". Newer engines building with BuildKit also emit "create" for the exported
-// image before "tag".
-var imageActions = []events.Action{
-	events.ActionTag, events.ActionUnTag, events.ActionDelete, events.ActionLoad,
-	events.ActionImport, events.ActionPull, events.ActionCreate,
-}
 
 // containerActions are the container events the supervisors react to.
 var containerActions = []events.Action{events.ActionDie, events.ActionOOM}
@@ -136,7 +126,7 @@ func (c *Client) subscribe(ctx context.Context) (*eventStreams, error) {
 	sctx, cancel := context.WithCancel(ctx)
 	s := &eventStreams{cancel: cancel}
 	s.images = c.api.Events(sctx, client.EventsListOptions{
-		Filters: client.Filters{}.Add("type", string(events.ImageEventType)).Add("event", actionStrings(imageActions)...),
+		Filters: client.Filters{}.Add("type", string(events.ImageEventType)).Add("event", actionStrings(engine.ImageActions)...),
 	})
 	s.containers = c.api.Events(sctx, client.EventsListOptions{
 		Filters: client.Filters{}.
@@ -226,7 +216,7 @@ func send(ctx context.Context, out chan<- sandbox.Event, ev sandbox.Event) bool 
 func toEvent(m events.Message, runnerID string) (sandbox.Event, bool) {
 	switch m.Type {
 	case events.ImageEventType:
-		if !slices.Contains(imageActions, m.Action) {
+		if !slices.Contains(engine.ImageActions, m.Action) {
 			return sandbox.Event{}, false
 		}
 		ref := m.Actor.Attributes["name"]

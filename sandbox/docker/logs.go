@@ -6,8 +6,9 @@ import (
 	"io"
 	"strconv"
 
-	"github.com/moby/moby/api/pkg/stdcopy"
 	"github.com/moby/moby/client"
+
+	"github.com/xcore/runner/sandbox/internal/engine"
 )
 
 // Logs streams a container's stdout and stderr, demultiplexed and interleaved as they
@@ -23,24 +24,5 @@ func (c *Client) Logs(ctx context.Context, id string, follow bool, tail int) (io
 	if err != nil {
 		return nil, fmt.Errorf("logs of container %s: %w", id, err)
 	}
-	pr, pw := io.Pipe()
-	go func() {
-		// Containers run without a TTY, so the stream is multiplexed.
-		_, err := stdcopy.StdCopy(pw, pw, res)
-		res.Close()
-		pw.CloseWithError(err)
-	}()
-	return readCloser{pr, res}, nil
-}
-
-// readCloser closes both the demultiplexed pipe and the engine's stream, so a caller
-// that stops reading early does not leave the copy goroutine blocked.
-type readCloser struct {
-	*io.PipeReader
-	src io.Closer
-}
-
-func (r readCloser) Close() error {
-	_ = r.src.Close()
-	return r.PipeReader.Close()
+	return engine.Demux(res), nil
 }

@@ -2,18 +2,16 @@ package docker
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
-	"github.com/moby/moby/api/pkg/authconfig"
 	"github.com/moby/moby/api/types/jsonstream"
-	"github.com/moby/moby/api/types/registry"
 	"github.com/moby/moby/client"
 
 	"github.com/xcore/runner/sandbox"
+	"github.com/xcore/runner/sandbox/internal/engine"
 )
 
 // pullTimeout bounds one pull: a registry that stalls must not hold an engine slot
@@ -57,13 +55,9 @@ func (c *Client) Platform(ctx context.Context) (sandbox.Platform, error) {
 func (c *Client) PullImage(ctx context.Context, ref string, auth sandbox.RegistryAuth, progress func(sandbox.PullProgress)) (sandbox.Image, error) {
 	ctx, cancel := context.WithTimeout(ctx, pullTimeout)
 	defer cancel()
-	encoded, err := authconfig.Encode(registry.AuthConfig{
-		Username: auth.Username, Password: auth.Password,
-		IdentityToken: auth.IdentityToken, RegistryToken: auth.RegistryToken,
-		ServerAddress: auth.ServerAddress,
-	})
+	encoded, err := engine.RegistryAuth(auth)
 	if err != nil {
-		return sandbox.Image{}, fmt.Errorf("pull %s: encode credentials: %w", ref, errors.Unwrap(err))
+		return sandbox.Image{}, fmt.Errorf("pull %s: %w", ref, err)
 	}
 	res, err := c.api.ImagePull(ctx, ref, client.ImagePullOptions{RegistryAuth: encoded})
 	if err != nil {

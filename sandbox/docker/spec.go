@@ -3,7 +3,6 @@ package docker
 import (
 	"fmt"
 	"net/netip"
-	"sort"
 	"strconv"
 	"time"
 
@@ -13,6 +12,7 @@ import (
 	"github.com/moby/moby/client"
 
 	"github.com/xcore/runner/sandbox"
+	"github.com/xcore/runner/sandbox/internal/engine"
 )
 
 // ContainerName is the deterministic name of a plugin container:
@@ -46,7 +46,7 @@ func createOptions(s sandbox.Spec, runnerID, networkName string) client.Containe
 	cfg := &container.Config{
 		Image:        s.ImageID,
 		Cmd:          s.Command,
-		Env:          envList(s.Env),
+		Env:          engine.Env(s.Env),
 		User:         s.User,
 		Labels:       labels(s, runnerID),
 		ExposedPorts: network.PortSet{port: {}},
@@ -102,30 +102,9 @@ func createOptions(s sandbox.Spec, runnerID, networkName string) client.Containe
 }
 
 func labels(s sandbox.Spec, runnerID string) map[string]string {
-	l := map[string]string{
-		sandbox.LabelRunner:     runnerID,
-		sandbox.LabelPlugin:     s.Plugin,
-		sandbox.LabelGeneration: strconv.Itoa(s.Generation),
-		sandbox.LabelSnapshot:   s.Snapshot,
-		sandbox.LabelImage:      s.ImageID,
-		sandbox.LabelSpec:       s.SpecLabel,
-	}
+	l := engine.Labels(s, runnerID)
 	if s.Replica > 0 {
 		l[sandbox.LabelReplica] = strconv.Itoa(s.Replica)
 	}
 	return l
-}
-
-// envList renders env sorted by name so the request is deterministic.
-func envList(env map[string]string) []string {
-	keys := make([]string, 0, len(env))
-	for k := range env {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	out := make([]string, 0, len(keys))
-	for _, k := range keys {
-		out = append(out, k+"="+env[k])
-	}
-	return out
 }

@@ -15,14 +15,8 @@ import (
 	"github.com/sethvargo/go-retry"
 
 	"github.com/xcore/runner/sandbox"
+	"github.com/xcore/runner/sandbox/internal/engine"
 )
-
-// imageActions: after these, a local reference may resolve to another image (see the
-// docker backend).
-var imageActions = []events.Action{
-	events.ActionTag, events.ActionUnTag, events.ActionDelete, events.ActionLoad,
-	events.ActionImport, events.ActionPull, events.ActionCreate,
-}
 
 // engineStopWindow: deaths this long before the stream was lost may be the engine's
 // doing (as in the docker backend: a stopping engine stops the tasks of its node).
@@ -128,7 +122,7 @@ func (c *Client) pump(ctx context.Context, res client.EventsResult, out chan<- s
 			switch {
 			case m.Type == events.ServiceEventType:
 				nudge(kick)
-			case m.Type == events.ImageEventType && slices.Contains(imageActions, m.Action):
+			case m.Type == events.ImageEventType && slices.Contains(engine.ImageActions, m.Action):
 				ref := m.Actor.Attributes["name"]
 				if ref == "" {
 					ref = m.Actor.ID

@@ -2,19 +2,17 @@ package swarm
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strconv"
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
-	"github.com/moby/moby/api/pkg/authconfig"
-	"github.com/moby/moby/api/types/registry"
 	"github.com/moby/moby/api/types/swarm"
 	"github.com/moby/moby/client"
 	"github.com/sethvargo/go-retry"
 
 	"github.com/xcore/runner/sandbox"
+	"github.com/xcore/runner/sandbox/internal/engine"
 )
 
 // DeployGeneration creates the service of spec's generation with replicas tasks on the
@@ -70,13 +68,9 @@ func (c *Client) DeployGeneration(ctx context.Context, spec sandbox.Spec, replic
 func createOptions(spec sandbox.Spec, svc swarm.ServiceSpec) (client.ServiceCreateOptions, error) {
 	opts := client.ServiceCreateOptions{Spec: svc}
 	if a := spec.RegistryAuth; a != nil && spec.ImagePinned != "" {
-		enc, err := authconfig.Encode(registry.AuthConfig{
-			Username: a.Username, Password: a.Password,
-			IdentityToken: a.IdentityToken, RegistryToken: a.RegistryToken,
-			ServerAddress: a.ServerAddress,
-		})
+		enc, err := engine.RegistryAuth(*a)
 		if err != nil {
-			return opts, fmt.Errorf("encode registry credentials: %w", errors.Unwrap(err))
+			return opts, err
 		}
 		opts.EncodedRegistryAuth = enc
 	}

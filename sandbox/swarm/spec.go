@@ -2,7 +2,6 @@ package swarm
 
 import (
 	"fmt"
-	"sort"
 	"strconv"
 	"time"
 
@@ -12,6 +11,7 @@ import (
 	"github.com/moby/moby/client/pkg/versions"
 
 	"github.com/xcore/runner/sandbox"
+	"github.com/xcore/runner/sandbox/internal/engine"
 )
 
 // LabelPort is the plugin's port, on a service: a task's endpoint is its address on the
@@ -112,7 +112,7 @@ func serviceSpec(s sandbox.Spec, runnerID, networkID string, replicas int, api s
 	cs := &swarm.ContainerSpec{
 		Image:           image,
 		Labels:          l,
-		Env:             envList(s.Env),
+		Env:             engine.Env(s.Env),
 		User:            s.User,
 		Init:            &init, // reaps zombies and forwards SIGTERM for plugins that are PID 1 unawares
 		ReadOnly:        s.ReadOnly,
@@ -191,27 +191,7 @@ func restartPolicy(r sandbox.Restart) *swarm.RestartPolicy {
 // labels are the docker backend's labels (a generation's, without a replica: a task's
 // slot is its replica) plus the port.
 func labels(s sandbox.Spec, runnerID string) map[string]string {
-	return map[string]string{
-		sandbox.LabelRunner:     runnerID,
-		sandbox.LabelPlugin:     s.Plugin,
-		sandbox.LabelGeneration: strconv.Itoa(s.Generation),
-		sandbox.LabelSnapshot:   s.Snapshot,
-		sandbox.LabelImage:      s.ImageID,
-		sandbox.LabelSpec:       s.SpecLabel,
-		LabelPort:               strconv.Itoa(s.Port),
-	}
-}
-
-// envList renders env sorted by name so the request is deterministic.
-func envList(env map[string]string) []string {
-	keys := make([]string, 0, len(env))
-	for k := range env {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	out := make([]string, 0, len(keys))
-	for _, k := range keys {
-		out = append(out, k+"="+env[k])
-	}
-	return out
+	l := engine.Labels(s, runnerID)
+	l[LabelPort] = strconv.Itoa(s.Port)
+	return l
 }

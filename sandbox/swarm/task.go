@@ -10,11 +10,11 @@ import (
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
-	"github.com/moby/moby/api/pkg/stdcopy"
 	"github.com/moby/moby/api/types/swarm"
 	"github.com/moby/moby/client"
 
 	"github.com/xcore/runner/sandbox"
+	"github.com/xcore/runner/sandbox/internal/engine"
 )
 
 // errGeneration: the single-instance calls of the runner's interface do not apply to a
@@ -179,22 +179,5 @@ func (c *Client) Logs(ctx context.Context, id string, follow bool, tail int) (io
 	if err != nil {
 		return nil, fmt.Errorf("logs of task %s: %w", id, err)
 	}
-	pr, pw := io.Pipe()
-	go func() {
-		_, err := stdcopy.StdCopy(pw, pw, res) // tasks run without a TTY: multiplexed
-		res.Close()
-		pw.CloseWithError(err)
-	}()
-	return readCloser{pr, res}, nil
-}
-
-// readCloser closes both the demultiplexed pipe and the engine's stream.
-type readCloser struct {
-	*io.PipeReader
-	src io.Closer
-}
-
-func (r readCloser) Close() error {
-	_ = r.src.Close()
-	return r.PipeReader.Close()
+	return engine.Demux(res), nil // tasks run without a TTY: multiplexed
 }
