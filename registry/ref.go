@@ -1,10 +1,8 @@
-// Package registry is the runner's client of container registries: image references
-// parsed and normalised the way docker does, the credentials Docker users keep
-// (~/.docker/config.json, DOCKER_CONFIG, credential helpers), and the one question the
-// runner asks a registry on its own — "what does this tag point at now?" — with a
-// manifest HEAD, which registries do not count against pull limits. It honours 429 and
-// Retry-After and never retries into a rate limit. It imports no engine client: the pull
-// itself goes through the engine (sandbox/docker), with the credential found here.
+// Package registry is what the runner knows of container registries without asking
+// one: image references parsed and normalised the way docker does, the errors a registry
+// gives said for a human, and the credential type that never prints its secret. Asking
+// (a manifest HEAD with the user's Docker credentials) is registry/remote's, so that the
+// runner's orchestration does not depend on Docker's credential code.
 package registry
 
 import (
@@ -92,6 +90,17 @@ func (r Ref) Path() string { return r.path }
 // Repository is the normalised repository name, registry included: two references
 // name the same repository iff their Repository is equal.
 func (r Ref) Repository() string { return r.ctx.Name() }
+
+// Repo is the normalised repository, for asking its registry.
+func (r Ref) Repo() name.Repository { return r.ctx }
+
+// Name is the normalised reference: the digest when pinned, else the tag.
+func (r Ref) Name() name.Reference {
+	if r.digest != "" {
+		return r.ctx.Digest(r.digest)
+	}
+	return r.ctx.Tag(r.tag)
+}
 
 // Key is the normalised reference: equal for every spelling of the same tag or digest
 // ("hello", "hello:latest", "docker.io/library/hello:latest"), so that several plugins

@@ -17,6 +17,7 @@ import (
 	"github.com/xcore/runner/config"
 	"github.com/xcore/runner/proxy"
 	"github.com/xcore/runner/registry/registrytest"
+	"github.com/xcore/runner/registry/remote"
 	"github.com/xcore/runner/sandbox"
 )
 
@@ -593,7 +594,7 @@ func TestClusterNodesPullPinnedWithRunnerCredentials(t *testing.T) {
 	web.Image = ref
 	local := testPlugin("local", "local:1")
 	local.Pull = config.PullNever
-	r := New(Options{Config: testConfig(web, local), Sandbox: registryCluster{c, rf}, Router: proxy.New(proxy.Options{})})
+	r := New(Options{Config: testConfig(web, local), Sandbox: registryCluster{c, rf}, Router: proxy.New(proxy.Options{}), Registry: remote.New(remote.Options{})})
 	t.Cleanup(func() { _ = r.Shutdown(context.Background()) })
 	if err := r.Start(context.Background()); err != nil {
 		t.Fatal(err)

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/xcore/runner/config"
-	"github.com/xcore/runner/registry"
 )
 
 // resolveAll computes every plugin's desired state for this runner: folders are built
@@ -40,13 +39,14 @@ func (r *Runner) build(ctx context.Context, plugin, dir string) (ref, id string,
 // Desire computes every plugin's desired state as `runner plan` sees it: nothing is
 // built (a folder whose content has not been built yet shows as a change), and NAME_URLs
 // carry the sidecar port of the state_dir, so that plan computes the same snapshots as
-// the running runner — and, before any runner used the state_dir, still a plan.
-func Desire(ctx context.Context, cfg *config.Config, images Images) map[string]Desired {
+// the running runner — and, before any runner used the state_dir, still a plan. reg
+// answers for registry images that the engine does not have (nil: none can be asked).
+func Desire(ctx context.Context, cfg *config.Config, images Images, reg Registry) map[string]Desired {
 	port, _ := ReadSidecarPort(cfg.Runner.StateDir)
 	dryBuild := func(ctx context.Context, plugin, dir string) (string, string, error) {
 		return images.BuildImage(ctx, plugin, dir, false, nil)
 	}
-	return desire(ctx, cfg, plannedImages(images, registry.New(registry.Options{})), dryBuild, port, true)
+	return desire(ctx, cfg, plannedImages(images, reg), dryBuild, port, true)
 }
 
 // desire resolves image references concurrently (one resolve per distinct reference and

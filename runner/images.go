@@ -29,14 +29,32 @@ type Puller interface {
 	Platform(ctx context.Context) (sandbox.Platform, error)
 }
 
-// Registry is what the runner asks registries itself; *registry.Client implements it.
+// Registry is what the runner asks registries itself; registry/remote's Client
+// implements it (cmd/runner wires it in, so that the runner does not depend on Docker's
+// credential code).
 type Registry interface {
 	Head(ctx context.Context, ref registry.Ref) (registry.Descriptor, error)
 	Check(ctx context.Context, ref registry.Ref, local []string, platform registry.Platform) (registry.Check, error)
 	Auth(ctx context.Context, ref registry.Ref) (registry.Credential, error)
 }
 
-var _ Registry = (*registry.Client)(nil)
+// noRegistry is the Registry of a runner given none: every question fails, so an image
+// that is not on the engine fails its plugin with a reason, and local images run.
+type noRegistry struct{}
+
+var errNoRegistry = errors.New("no registry client: the runner was started without one (runner.Options.Registry)")
+
+func (noRegistry) Head(context.Context, registry.Ref) (registry.Descriptor, error) {
+	return registry.Descriptor{}, errNoRegistry
+}
+
+func (noRegistry) Check(context.Context, registry.Ref, []string, registry.Platform) (registry.Check, error) {
+	return registry.Check{}, errNoRegistry
+}
+
+func (noRegistry) Auth(context.Context, registry.Ref) (registry.Credential, error) {
+	return registry.Credential{}, errNoRegistry
+}
 
 // Backoff of a pull that failed while its image is missing (retried on its own), and
 // of a followed tag's checks that fail.
@@ -149,7 +167,7 @@ func (im *images) noteLocal(key string, img sandbox.Image, missing bool) {
 func newImages(r *Runner, sb Sandbox, reg Registry) *images {
 	pl, _ := sb.(Puller)
 	if reg == nil {
-		reg = registry.New(registry.Options{Logger: r.log})
+		reg = noRegistry{}
 	}
 	return &images{r: r, pl: pl, reg: reg, pulls: map[string]*pull{}, local: map[string]localImage{},
 		followed: map[string]*followed{}, wake: make(chan struct{}, 1), refs: map[string]parsedRef{}}
@@ -593,6 +611,9 @@ func backoff(base, limit time.Duration, n int) time.Duration {
 // pulled gets a placeholder ID ("unpulled:…") with the registry's digest, so that the
 // plan says what the running runner will do.
 func plannedImages(images Images, reg Registry) resolveFunc {
+	if reg == nil {
+		reg = noRegistry{}
+	}
 	pl, _ := images.(Puller)
 	var platform *registry.Platform
 	var once sync.Once

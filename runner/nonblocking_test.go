@@ -251,7 +251,7 @@ func TestDesireBeforeAnyRunner(t *testing.T) {
 	cfg := testConfig(p)
 	cfg.Services["kv"] = &config.Service{Name: "kv", Builtin: "kv"}
 	cfg.Runner.StateDir = t.TempDir()
-	plan := MakePlan(Desire(context.Background(), cfg, f), nil)
+	plan := MakePlan(Desire(context.Background(), cfg, f, nil), nil)
 	if got := plan.String(); got != "+ hello: add\n" {
 		t.Errorf("plan %q, want an add", got)
 	}

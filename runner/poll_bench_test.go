@@ -17,12 +17,12 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
+	ggcr "github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/xcore/runner/config"
 	"github.com/xcore/runner/proxy"
-	"github.com/xcore/runner/registry"
 	"github.com/xcore/runner/registry/registrytest"
+	"github.com/xcore/runner/registry/remote"
 )
 
 // TestHelperRegistryProcess is not a test: BenchmarkRegistryPoll runs the test binary
@@ -82,7 +82,7 @@ func BenchmarkRegistryPoll(b *testing.B) {
 		b.Fatal(err)
 	}
 	src, _ := name.NewTag(base)
-	desc, err := remote.Get(src)
+	desc, err := ggcr.Get(src)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -92,14 +92,14 @@ func BenchmarkRegistryPoll(b *testing.B) {
 	for i := range tags {
 		tag := fmt.Sprintf("%s/bench/followed:t%03d", host, i+1)
 		dst, _ := name.NewTag(tag)
-		if err := remote.Tag(dst, desc); err != nil {
+		if err := ggcr.Tag(dst, desc); err != nil {
 			b.Fatal(err)
 		}
 		rf.images[tag] = id // the engine has every tag: nothing is pulled
 	}
 	measure := func(poll string) (cpu time.Duration, heads int64) {
-		ct := &countingTransport{next: registry.NewTransport()}
-		r := pollRunner(b, rf, host, tags, poll, registry.New(registry.Options{Transport: ct}))
+		ct := &countingTransport{next: remote.NewTransport()}
+		r := pollRunner(b, rf, host, tags, poll, remote.New(remote.Options{Transport: ct}))
 		defer func() { _ = r.Shutdown(context.Background()) }()
 		if poll != "0" {
 			deadline := time.Now().Add(time.Minute)

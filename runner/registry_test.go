@@ -18,11 +18,12 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
+	ggcr "github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/xcore/runner/config"
 	"github.com/xcore/runner/proxy"
 	"github.com/xcore/runner/registry/registrytest"
+	"github.com/xcore/runner/registry/remote"
 	"github.com/xcore/runner/sandbox"
 )
 
@@ -82,11 +83,11 @@ func (f *registryFake) PullImage(ctx context.Context, ref string, auth sandbox.R
 	if err != nil {
 		return sandbox.Image{}, err
 	}
-	opts := []remote.Option{remote.WithContext(ctx)}
+	opts := []ggcr.Option{ggcr.WithContext(ctx)}
 	if auth.Username != "" {
-		opts = append(opts, remote.WithAuth(&authn.Basic{Username: auth.Username, Password: auth.Password}))
+		opts = append(opts, ggcr.WithAuth(&authn.Basic{Username: auth.Username, Password: auth.Password}))
 	}
-	desc, err := remote.Get(r, opts...)
+	desc, err := ggcr.Get(r, opts...)
 	if err != nil {
 		return sandbox.Image{}, fmt.Errorf("pull %s: %w", ref, err)
 	}
@@ -206,7 +207,7 @@ func startRegistryRunner(t *testing.T, rf *registryFake, reg *registrytest.Serve
 		t.Fatal(diags.Error())
 	}
 	log := slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	e.Runner = New(Options{Config: cfg, ConfigPath: path, Sandbox: rf, Router: proxy.New(proxy.Options{}), Logger: log})
+	e.Runner = New(Options{Config: cfg, ConfigPath: path, Sandbox: rf, Router: proxy.New(proxy.Options{}), Logger: log, Registry: remote.New(remote.Options{Logger: log})})
 	ch, stop := e.Subscribe()
 	done := make(chan struct{})
 	go func() {
@@ -672,7 +673,7 @@ func TestRegistryCredentials(t *testing.T) {
 		t.Errorf("the engine got %q/%t for %q, want the config.json credentials", last.Username, last.Password == pass, last.ServerAddress)
 	}
 
-	plan := MakePlan(Desire(context.Background(), e.config(), rf), mustList(t, rf))
+	plan := MakePlan(Desire(context.Background(), e.config(), rf, remote.New(remote.Options{})), mustList(t, rf))
 	statuses, _ := json.Marshal(e.Statuses())
 	e.mu.Lock()
 	events, _ := json.Marshal(e.events)
@@ -718,7 +719,7 @@ func TestPlanSeesRegistry(t *testing.T) {
 	next.Plugins["new"] = &config.Plugin{Name: "new", Image: reg.Host + "/team/other:1", Pull: config.PullMissing, Port: 8080, Supervisor: cfg.Plugins["hello"].Supervisor}
 	pushImage(t, reg.Host+"/team/other:1", "o", "", "")
 	before := rf.pullCount()
-	plan := MakePlan(Desire(context.Background(), &next, rf), mustList(t, rf)).String()
+	plan := MakePlan(Desire(context.Background(), &next, rf, remote.New(remote.Options{})), mustList(t, rf)).String()
 	want := "~ hello: replace (registry: " + ref + " moved " + shortDigest(d1) + " → " + shortDigest(d2) + ")\n+ new: add\n"
 	if plan != want {
 		t.Errorf("plan:\n%s\nwant:\n%s", plan, want)

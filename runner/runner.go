@@ -44,8 +44,9 @@ type Options struct {
 	// Listen, when set, is where the public proxy listens instead of runner.listen
 	// (a runner in a container on a cluster listens on its container's address).
 	Listen string
-	// Registry answers for registry images (tag checks, credentials); nil: a
-	// registry.Client with the user's Docker credentials.
+	// Registry answers for registry images (tag checks, credentials): a
+	// registry/remote Client with the user's Docker credentials. nil: none is asked, so
+	// only images the engine has run.
 	Registry Registry
 }
 

@@ -7,6 +7,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/xcore/runner/registry/remote"
 	"github.com/xcore/runner/runner"
 	"github.com/xcore/runner/sandbox"
 )
@@ -45,7 +46,7 @@ func cmdPlan(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
-	plan := runner.MakePlan(runner.Desire(ctx, cfg, sb), observed)
+	plan := runner.MakePlan(runner.Desire(ctx, cfg, sb, remote.New(remote.Options{})), observed)
 	fmt.Fprint(stdout, plan.String())
 	for _, op := range plan {
 		if op.Action == runner.ActionUnplanned {

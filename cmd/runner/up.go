@@ -20,6 +20,7 @@ import (
 
 	"github.com/xcore/runner/config"
 	"github.com/xcore/runner/proxy"
+	"github.com/xcore/runner/registry/remote"
 	"github.com/xcore/runner/runner"
 	"github.com/xcore/runner/runner/admin"
 	"github.com/xcore/runner/sandbox/swarm"
@@ -115,6 +116,7 @@ func cmdUp(args []string, stdout, stderr io.Writer) error {
 	r := runner.New(runner.Options{
 		Config: cfg, ConfigPath: *cfgPath, Sandbox: sb, Router: px,
 		Logger: log, Keep: *keep, OnStatus: statusPrinter(stdout, &outMu), Listen: listen,
+		Registry: remote.New(remote.Options{Logger: log}),
 	})
 	pullEvents, unsubscribePulls := r.Subscribe()
 	stopPulls := printPulls(stdout, &outMu, isTerminalWriter(stdout), pullEvents, r.Pulls)

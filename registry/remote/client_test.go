@@ -1,4 +1,4 @@
-package registry
+package remote
 
 import (
 	"bytes"
@@ -18,6 +18,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"github.com/xcore/runner/registry"
 	"github.com/xcore/runner/registry/registrytest"
 )
 
@@ -54,16 +55,16 @@ func push(t *testing.T, ref string, img any) string {
 	return d
 }
 
-func parse(t *testing.T, s string) Ref {
+func parse(t *testing.T, s string) registry.Ref {
 	t.Helper()
-	r, err := Parse(s)
+	r, err := registry.Parse(s)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return r
 }
 
-var amd64 = Platform{OS: "linux", Architecture: "amd64"}
+var amd64 = registry.Platform{OS: "linux", Architecture: "amd64"}
 
 // A poll is one manifest HEAD: no GET of a manifest or a blob (registries count those
 // against pull limits), and the authentication is not redone each time.
@@ -80,7 +81,7 @@ func TestHeadIsOneRequest(t *testing.T) {
 			t.Fatal(err)
 		}
 		if res.Moved || res.Remote != want {
-			t.Fatalf("Check = %+v, want not moved from %s", res, want)
+			t.Fatalf("registry.Check = %+v, want not moved from %s", res, want)
 		}
 	}
 	got := s.Counts().Since(before)
@@ -96,12 +97,12 @@ func TestCheckMoved(t *testing.T) {
 	d1 := push(t, ref.String(), image(t, "v1", "amd64"))
 	c := New(Options{Keychain: anonymous{}})
 	if res, err := c.Check(context.Background(), ref, nil, amd64); err != nil || !res.Moved {
-		t.Errorf("nothing local: Check = %+v, %v; want moved (to pull)", res, err)
+		t.Errorf("nothing local: registry.Check = %+v, %v; want moved (to pull)", res, err)
 	}
 	d2 := push(t, ref.String(), image(t, "v2", "amd64"))
 	res, err := c.Check(context.Background(), ref, []string{d1}, amd64)
 	if err != nil || !res.Moved || res.Remote != d2 {
-		t.Errorf("after a push: Check = %+v, %v; want moved to %s", res, err, d2)
+		t.Errorf("after a push: registry.Check = %+v, %v; want moved to %s", res, err, d2)
 	}
 }
 
@@ -127,14 +128,14 @@ func TestCheckIndex(t *testing.T) {
 	}{{"engine lists the index", []string{i1}}, {"engine lists the platform manifest", []string{ad.String()}}} {
 		res, err := c.Check(ctx, ref, tc.local, amd64)
 		if err != nil || res.Moved || !res.Known {
-			t.Errorf("%s: Check = %+v, %v; want known, not moved", tc.name, res, err)
+			t.Errorf("%s: registry.Check = %+v, %v; want known, not moved", tc.name, res, err)
 		}
 	}
 	// The index is read once, then known by its digest.
 	before := s.Counts()
 	for range 3 {
 		if res, err := c.Check(ctx, ref, []string{ad.String()}, amd64); err != nil || res.Moved {
-			t.Fatalf("Check = %+v, %v", res, err)
+			t.Fatalf("registry.Check = %+v, %v", res, err)
 		}
 	}
 	if got := s.Counts().Since(before); got.ManifestGet != 0 || got.ManifestHead != 3 {
@@ -146,14 +147,14 @@ func TestCheckIndex(t *testing.T) {
 	i2 := push(t, ref.String(), idx2)
 	res, err := c.Check(ctx, ref, []string{i1}, amd64)
 	if err != nil || res.Moved || res.Remote != i2 {
-		t.Errorf("arm64 changed: Check = %+v, %v; want not moved (remote %s)", res, err, i2)
+		t.Errorf("arm64 changed: registry.Check = %+v, %v; want not moved (remote %s)", res, err, i2)
 	}
 	// amd64 changes: a move.
 	idx3, _ := registrytest.Index(image(t, "a3", "amd64"), image(t, "b2", "arm64"))
 	i3 := push(t, ref.String(), idx3)
 	res, err = c.Check(ctx, ref, []string{i1}, amd64)
 	if err != nil || !res.Moved || res.Remote != i3 {
-		t.Errorf("amd64 changed: Check = %+v, %v; want moved to %s", res, err, i3)
+		t.Errorf("amd64 changed: registry.Check = %+v, %v; want moved to %s", res, err, i3)
 	}
 }
 
@@ -193,7 +194,7 @@ func TestCredentials(t *testing.T) {
 	var logged bytes.Buffer
 	slog.New(slog.NewTextHandler(&logged, nil)).Info("pull", "auth", cred)
 	slog.New(slog.NewJSONHandler(&logged, nil)).Info("pull", "auth", cred)
-	js, _ := json.Marshal(struct{ Auth Credential }{cred})
+	js, _ := json.Marshal(struct{ Auth registry.Credential }{cred})
 	for _, out := range []string{fmt.Sprint(cred), fmt.Sprintf("%+v", cred), fmt.Sprintf("%#v", cred), fmt.Sprintf("%v", &cred), logged.String(), string(js)} {
 		if strings.Contains(out, pass) || strings.Contains(out, user) {
 			t.Errorf("a credential printed as %q", out)
@@ -203,11 +204,11 @@ func TestCredentials(t *testing.T) {
 
 // wantDenied checks that c is refused ref with wrong credentials, with an error that
 // names the registry, the repository and the config file to check, and not the secret.
-func wantDenied(t *testing.T, c *Client, ref Ref, host, dir, secret string) {
+func wantDenied(t *testing.T, c *Client, ref registry.Ref, host, dir, secret string) {
 	t.Helper()
 	_, err := c.Head(context.Background(), ref)
 	want := fmt.Sprintf("registry %s denied access to team/hello (check %s/config.json)", host, dir)
-	if !errors.Is(err, ErrDenied) || err.Error() != want {
+	if !errors.Is(err, registry.ErrDenied) || err.Error() != want {
 		t.Errorf("wrong credentials: %v; want %q", err, want)
 	}
 	if err != nil && strings.Contains(err.Error(), secret) {
@@ -233,12 +234,12 @@ func TestRateLimit(t *testing.T) {
 
 	s.Throttle(1, "30")
 	_, err := c.Head(ctx, ref)
-	if !errors.Is(err, ErrRateLimited) || RetryAfter(err) != 30*time.Second {
-		t.Fatalf("429: %v (retry after %s), want rate limited for 30s", err, RetryAfter(err))
+	if !errors.Is(err, registry.ErrRateLimited) || registry.RetryAfter(err) != 30*time.Second {
+		t.Fatalf("429: %v (retry after %s), want rate limited for 30s", err, registry.RetryAfter(err))
 	}
 	before := s.Counts()
 	for range 3 {
-		if _, err := c.Head(ctx, ref); !errors.Is(err, ErrRateLimited) {
+		if _, err := c.Head(ctx, ref); !errors.Is(err, registry.ErrRateLimited) {
 			t.Fatalf("within Retry-After: %v, want rate limited", err)
 		}
 	}
@@ -257,7 +258,7 @@ func TestRateLimit(t *testing.T) {
 
 	// Without a usable Retry-After: the default wait.
 	s.Throttle(1, "")
-	if _, err := c.Head(ctx, ref); RetryAfter(err) != time.Minute {
+	if _, err := c.Head(ctx, ref); registry.RetryAfter(err) != time.Minute {
 		t.Errorf("429 without Retry-After: %v, want a one-minute wait", err)
 	}
 }
@@ -268,7 +269,7 @@ func TestUnreachableAndNotFound(t *testing.T) {
 	c := New(Options{Keychain: anonymous{}})
 	ctx := context.Background()
 	_, err := c.Head(ctx, parse(t, s.Host+"/team/nope:1"))
-	if !errors.Is(err, ErrNotFound) || err.Error() != "registry "+s.Host+" has no "+s.Host+"/team/nope:1" {
+	if !errors.Is(err, registry.ErrNotFound) || err.Error() != "registry "+s.Host+" has no "+s.Host+"/team/nope:1" {
 		t.Errorf("unknown tag: %v", err)
 	}
 
@@ -279,7 +280,7 @@ func TestUnreachableAndNotFound(t *testing.T) {
 	addr := ln.Addr().String()
 	ln.Close() // nothing listens there now
 	_, err = c.Head(ctx, parse(t, addr+"/team/hello:1"))
-	if !errors.Is(err, ErrUnreachable) || !strings.HasPrefix(err.Error(), "registry "+addr+" unreachable: ") || !strings.Contains(err.Error(), "connection refused") {
+	if !errors.Is(err, registry.ErrUnreachable) || !strings.HasPrefix(err.Error(), "registry "+addr+" unreachable: ") || !strings.Contains(err.Error(), "connection refused") {
 		t.Errorf("closed port: %v", err)
 	}
 }

@@ -1,4 +1,10 @@
-package registry
+// Package remote asks container registries the one question the runner asks on its own
+// — "what does this tag point at now?" — with a manifest HEAD, which registries do not
+// count against pull limits, using the credentials Docker users keep
+// (~/.docker/config.json, DOCKER_CONFIG, credential helpers). It honours 429 and
+// Retry-After and never retries into a rate limit. It imports no engine client: the pull
+// itself goes through the engine (sandbox/docker), with the credential found here.
+package remote
 
 import (
 	"bytes"
@@ -7,17 +13,15 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"slices"
 	"sync"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
-	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/google/go-containerregistry/pkg/v1/types"
+	ggcr "github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/xcore/runner/registry"
 )
 
 // requestTimeout bounds one question to a registry (HEAD, or an index GET): a slow
@@ -43,11 +47,11 @@ type Options struct {
 type Client struct {
 	keychain authn.Keychain
 	limits   *limiter
-	opts     []remote.Option
+	opts     []ggcr.Option
 	log      *slog.Logger
 
 	mu     sync.Mutex
-	puller *remote.Puller
+	puller *ggcr.Puller
 	// platformOf caches, per index digest (immutable content), the digest of its
 	// manifest for a platform: asked once, never again.
 	platformOf map[string]string
@@ -72,14 +76,14 @@ func New(o Options) *Client {
 	}
 	lim := &limiter{next: o.Transport, until: map[string]time.Time{}, fallback: o.DefaultRetryAfter, now: time.Now}
 	c := &Client{keychain: o.Keychain, limits: lim, log: o.Logger, platformOf: map[string]string{}}
-	c.opts = []remote.Option{
-		remote.WithTransport(lim),
-		remote.WithAuthFromKeychain(o.Keychain),
-		remote.WithUserAgent(o.UserAgent),
+	c.opts = []ggcr.Option{
+		ggcr.WithTransport(lim),
+		ggcr.WithAuthFromKeychain(o.Keychain),
+		ggcr.WithUserAgent(o.UserAgent),
 		// Network flakes get one quick retry; a 429 none (the limiter keeps us away for
 		// its Retry-After), and anything longer is the caller's backoff.
-		remote.WithRetryBackoff(remote.Backoff{Duration: 250 * time.Millisecond, Factor: 2, Jitter: 0.1, Steps: 2}),
-		remote.WithRetryStatusCodes(http.StatusRequestTimeout, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout),
+		ggcr.WithRetryBackoff(ggcr.Backoff{Duration: 250 * time.Millisecond, Factor: 2, Jitter: 0.1, Steps: 2}),
+		ggcr.WithRetryStatusCodes(http.StatusRequestTimeout, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout),
 	}
 	return c
 }
@@ -101,11 +105,11 @@ func NewTransport() *http.Transport {
 
 // pullerFor returns the reused puller: it keeps one authenticated transport per
 // repository, so a poll is one HEAD, not a ping, a token exchange and a HEAD.
-func (c *Client) pullerFor() (*remote.Puller, error) {
+func (c *Client) pullerFor() (*ggcr.Puller, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.puller == nil {
-		p, err := remote.NewPuller(c.opts...)
+		p, err := ggcr.NewPuller(c.opts...)
 		if err != nil {
 			return nil, err
 		}
@@ -122,75 +126,36 @@ func (c *Client) forget() {
 	c.mu.Unlock()
 }
 
-// Descriptor is what a registry serves for a reference.
-type Descriptor struct {
-	Digest    string // "sha256:…" of the manifest or index
-	MediaType string
-	Size      int64
-}
-
-// Index reports whether the descriptor is a multi-platform index (OCI index or Docker
-// manifest list).
-func (d Descriptor) Index() bool {
-	mt := types.MediaType(d.MediaType)
-	return mt == types.OCIImageIndex || mt == types.DockerManifestList
-}
-
 // Head asks what ref points at now: one manifest HEAD.
-func (c *Client) Head(ctx context.Context, ref Ref) (Descriptor, error) {
-	if err := c.limits.check(ref.registry); err != nil {
-		return Descriptor{}, c.classify(ref, err)
+func (c *Client) Head(ctx context.Context, ref registry.Ref) (registry.Descriptor, error) {
+	if err := c.limits.check(ref.Registry()); err != nil {
+		return registry.Descriptor{}, c.classify(ref, err)
 	}
 	p, err := c.pullerFor()
 	if err != nil {
-		return Descriptor{}, err
+		return registry.Descriptor{}, err
 	}
-	nref, err := ref.name()
-	if err != nil {
-		return Descriptor{}, err
-	}
+	nref := ref.Name()
 	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
 	d, err := p.Head(ctx, nref)
 	if err != nil {
-		return Descriptor{}, c.classify(ref, err)
+		return registry.Descriptor{}, c.classify(ref, err)
 	}
-	return Descriptor{Digest: d.Digest.String(), MediaType: string(d.MediaType), Size: d.Size}, nil
+	return registry.Descriptor{Digest: d.Digest.String(), MediaType: string(d.MediaType), Size: d.Size}, nil
 }
 
-// Platform is an engine's platform, to pick a manifest out of an index.
-type Platform struct {
-	OS, Architecture, Variant string
-}
-
-func (p Platform) String() string {
-	s := p.OS + "/" + p.Architecture
-	if p.Variant != "" {
-		s += "/" + p.Variant
-	}
-	return s
-}
-
-// Check is the answer to "has this tag moved away from what the engine has?".
-type Check struct {
-	Remote string // the digest the tag points at now (the index digest for an index)
-	Moved  bool
-	// Known: the engine has the image of Remote for its platform, by the index digest
-	// or the platform manifest's digest.
-	Known bool
-}
-
-// Check heads ref and compares the answer with local, the digests of ref's repository
+// registry.Check heads ref and compares the answer with local, the digests of ref's repository
 // that the engine lists for the image it runs (empty: the engine has none). An index
 // whose digest the engine does not list is looked into (one GET per index digest,
 // cached): when its manifest for platform, or that of an index the engine does list,
 // is what the engine has, the tag moved for other platforms only — no move here.
-func (c *Client) Check(ctx context.Context, ref Ref, local []string, platform Platform) (Check, error) {
+func (c *Client) Check(ctx context.Context, ref registry.Ref, local []string, platform registry.Platform) (registry.Check, error) {
 	d, err := c.Head(ctx, ref)
 	if err != nil {
-		return Check{}, err
+		return registry.Check{}, err
 	}
-	res := Check{Remote: d.Digest}
+	res := registry.Check{Remote: d.Digest}
 	if len(local) == 0 {
 		res.Moved = true
 		return res, nil
@@ -205,7 +170,7 @@ func (c *Client) Check(ctx context.Context, ref Ref, local []string, platform Pl
 	}
 	mine, err := c.platformDigest(ctx, ref, d.Digest, platform)
 	if err != nil {
-		return Check{}, err
+		return registry.Check{}, err
 	}
 	if slices.Contains(local, mine) {
 		res.Known = true
@@ -226,7 +191,7 @@ func (c *Client) Check(ctx context.Context, ref Ref, local []string, platform Pl
 
 // platformDigest returns the digest of the manifest for platform inside the index
 // ref@index.
-func (c *Client) platformDigest(ctx context.Context, ref Ref, index string, platform Platform) (string, error) {
+func (c *Client) platformDigest(ctx context.Context, ref registry.Ref, index string, platform registry.Platform) (string, error) {
 	c.mu.Lock()
 	mine, ok := c.platformOf[index]
 	c.mu.Unlock()
@@ -236,7 +201,7 @@ func (c *Client) platformDigest(ctx context.Context, ref Ref, index string, plat
 		}
 		return mine, nil
 	}
-	if err := c.limits.check(ref.registry); err != nil {
+	if err := c.limits.check(ref.Registry()); err != nil {
 		return "", c.classify(ref, err)
 	}
 	p, err := c.pullerFor()
@@ -245,7 +210,7 @@ func (c *Client) platformDigest(ctx context.Context, ref Ref, index string, plat
 	}
 	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
-	desc, err := p.Get(ctx, ref.ctx.Digest(index))
+	desc, err := p.Get(ctx, ref.Repo().Digest(index))
 	if err != nil {
 		return "", c.classify(ref, err)
 	}
@@ -272,38 +237,22 @@ func (c *Client) platformDigest(ctx context.Context, ref Ref, index string, plat
 }
 
 // Auth returns the credential Docker users keep for ref's registry (anonymous: the
-// zero Credential), for the engine's pull.
-func (c *Client) Auth(ctx context.Context, ref Ref) (Credential, error) {
-	a, err := authn.Resolve(ctx, c.keychain, ref.ctx)
+// zero registry.Credential), for the engine's pull.
+func (c *Client) Auth(ctx context.Context, ref registry.Ref) (registry.Credential, error) {
+	a, err := authn.Resolve(ctx, c.keychain, ref.Repo())
 	if err != nil {
-		return Credential{}, fmt.Errorf("credentials for %s: %w (check %s)", ref.registry, err, ConfigHint())
+		return registry.Credential{}, fmt.Errorf("credentials for %s: %w (check %s)", ref.Registry(), err, registry.ConfigHint())
 	}
 	if a == authn.Anonymous {
-		return Credential{}, nil
+		return registry.Credential{}, nil
 	}
 	cfg, err := authn.Authorization(ctx, a)
 	if err != nil {
-		return Credential{}, fmt.Errorf("credentials for %s: %w (check %s)", ref.registry, err, ConfigHint())
+		return registry.Credential{}, fmt.Errorf("credentials for %s: %w (check %s)", ref.Registry(), err, registry.ConfigHint())
 	}
-	return Credential{
+	return registry.Credential{
 		Username: cfg.Username, Password: cfg.Password,
 		IdentityToken: cfg.IdentityToken, RegistryToken: cfg.RegistryToken,
-		Server: ref.registry,
+		Server: ref.Registry(),
 	}, nil
-}
-
-func (r Ref) name() (name.Reference, error) {
-	if r.digest != "" {
-		return r.ctx.Digest(r.digest), nil
-	}
-	return r.ctx.Tag(r.tag), nil
-}
-
-// ConfigHint is where Docker users keep their credentials, for error messages: the
-// file of DOCKER_CONFIG when set, else ~/.docker/config.json.
-func ConfigHint() string {
-	if dir := os.Getenv("DOCKER_CONFIG"); dir != "" {
-		return filepath.Join(dir, "config.json")
-	}
-	return "~/.docker/config.json"
 }
