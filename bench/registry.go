@@ -204,22 +204,9 @@ func pullAndRunOnce(ctx context.Context, api *engineAPI, ref, greeting string, c
 	if err := api.pull(ctx, ref); err != nil {
 		return 0, err
 	}
-	id, addr, err := api.rawRun(ctx, ref, "hello", greeting)
-	if id != "" {
-		defer func() {
-			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
-			defer cancel()
-			_ = api.remove(rctx, id)
-		}()
-	}
-	if err != nil {
-		return 0, err
-	}
-	at, err := waitStatus200(ctx, client, "http://"+addr+"/", greeting+" from hello\n", answerWithin)
-	if err != nil {
-		return 0, err
-	}
-	return at.Sub(begin), nil
+	pulled := time.Since(begin)
+	run, err := floorOnce(ctx, api, ref, greeting, client)
+	return pulled + run, err
 }
 
 // pull has the engine pull ref (anonymously) and waits for the end of its stream.

@@ -314,9 +314,19 @@ func testConfig(plugins ...*config.Plugin) *config.Config {
 	return cfg
 }
 
-func startTest(t *testing.T, f *fakeSandbox, cfg *config.Config) *Runner {
+func startTest(t *testing.T, sb Sandbox, cfg *config.Config) *Runner {
 	t.Helper()
-	r := New(Options{Config: cfg, Sandbox: f, Router: proxy.New(proxy.Options{})})
+	return startOpts(t, Options{Config: cfg, Sandbox: sb})
+}
+
+// startOpts starts a runner on o (a fresh proxy when o has no router), shut down with
+// the test.
+func startOpts(t *testing.T, o Options) *Runner {
+	t.Helper()
+	if o.Router == nil {
+		o.Router = proxy.New(proxy.Options{})
+	}
+	r := New(o)
 	t.Cleanup(func() { _ = r.Shutdown(context.Background()) })
 	if err := r.Start(context.Background()); err != nil {
 		t.Fatalf("Start: %v", err)

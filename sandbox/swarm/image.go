@@ -3,11 +3,8 @@ package swarm
 import (
 	"context"
 	"errors"
-	"fmt"
 
-	cerrdefs "github.com/containerd/errdefs"
-
-	"github.com/xcore/runner/sandbox"
+	"github.com/xcore/runner/sandbox/internal/engine"
 )
 
 // ResolveImage returns the ID of an image on the manager. Tasks are created from that ID
@@ -16,14 +13,7 @@ import (
 func (c *Client) ResolveImage(ctx context.Context, ref string) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
-	res, err := c.api.ImageInspect(ctx, ref)
-	if cerrdefs.IsNotFound(err) {
-		return "", fmt.Errorf("image %q %w on the manager: load it on every node (docker save | docker load) or push it to a registry", ref, sandbox.ErrNotFound)
-	}
-	if err != nil {
-		return "", fmt.Errorf("inspect image %q: %w", ref, err)
-	}
-	return res.ID, nil
+	return engine.ImageID(ctx, c.api, ref, "on the manager: load it on every node (docker save | docker load) or push it to a registry")
 }
 
 // BuildImage is not available on a cluster: an image built on the manager would exist

@@ -1,10 +1,11 @@
 // Package engine holds what the two Docker backends (sandbox/docker and sandbox/swarm)
 // say to the engine the same way: a demultiplexed log stream, a deterministic
 // environment, the image events that may move a reference, the labels every instance
-// carries, and the engine's form of registry credentials.
+// carries, the engine's form of registry credentials, and image IDs.
 package engine
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -12,10 +13,12 @@ import (
 	"slices"
 	"strconv"
 
+	cerrdefs "github.com/containerd/errdefs"
 	"github.com/moby/moby/api/pkg/authconfig"
 	"github.com/moby/moby/api/pkg/stdcopy"
 	"github.com/moby/moby/api/types/events"
 	"github.com/moby/moby/api/types/registry"
+	"github.com/moby/moby/client"
 
 	"github.com/xcore/runner/sandbox"
 )
@@ -87,4 +90,18 @@ func RegistryAuth(a sandbox.RegistryAuth) (string, error) {
 		return "", fmt.Errorf("encode registry credentials: %w", errors.Unwrap(err))
 	}
 	return enc, nil
+}
+
+// ImageID asks the engine for the ID of its image ref (nothing is pulled). A missing
+// image is sandbox.ErrNotFound, said with where it is missing and what to do (missing:
+// e.g. "locally: build it … or load it … first").
+func ImageID(ctx context.Context, api client.ImageAPIClient, ref, missing string) (string, error) {
+	res, err := api.ImageInspect(ctx, ref)
+	if cerrdefs.IsNotFound(err) {
+		return "", fmt.Errorf("image %q %w %s", ref, sandbox.ErrNotFound, missing)
+	}
+	if err != nil {
+		return "", fmt.Errorf("inspect image %q: %w", ref, err)
+	}
+	return res.ID, nil
 }
