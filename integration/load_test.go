@@ -39,7 +39,16 @@ func (l *loadResult) String() string {
 // most maxDuration and maxRequests in all (the traffic rule: bounded in count and time).
 // Any transport error or non-200 is a failure.
 type loader struct {
-	stop func() *loadResult
+	stop  func() *loadResult
+	count func() int // requests answered so far (failed ones included)
+}
+
+// waitRequests waits until n more requests than now have been answered: traffic on
+// what serves at this point, counted rather than timed.
+func (l *loader) waitRequests(t *testing.T, n int) {
+	t.Helper()
+	target := l.count() + n
+	eventually(t, 30*time.Second, fmt.Sprintf("%d more requests", n), func() bool { return l.count() >= target })
 }
 
 func startLoad(t *testing.T, url string, clients int, maxDuration time.Duration) *loader {
@@ -92,5 +101,9 @@ func startLoad(t *testing.T, url string, clients int, maxDuration time.Duration)
 		wg.Wait()
 		tr.CloseIdleConnections()
 		return res
+	}, count: func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return res.requests
 	}}
 }

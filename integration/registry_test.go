@@ -107,12 +107,12 @@ func TestRegistryTagMoveUnderLoad(t *testing.T) {
 	}
 
 	load := startLoad(t, rp.url("/plugins/hello/"), 8, 60*time.Second)
-	time.Sleep(500 * time.Millisecond) // some traffic on generation 1 first
+	load.waitRequests(t, 200) // some traffic on generation 1 first
 	v2 := helloImage(t, "v2", "")
 	d2 := pushTo(t, ref, v2, "", "")
 	pushed := time.Now() // the tag moved when the push ended
 	rp.waitLog(60*time.Second, `msg="replaced plugin" plugin=hello`)
-	time.Sleep(300 * time.Millisecond) // and some on generation 2
+	load.waitRequests(t, 200) // and some on generation 2
 	res := load.stop()
 	serving := rp.logTime(`msg="new generation serving" plugin=hello`).Sub(pushed)
 	noticed := rp.logTime(`msg="registry tag moved"`).Sub(pushed)

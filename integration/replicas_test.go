@@ -46,7 +46,7 @@ func TestReplicaKilledUnderLoad(t *testing.T) {
 		t.Errorf("runner ps does not show 3/3 ready:\n%s", ps)
 	}
 	load := startLoad(t, rp.url("/plugins/hello/"), 8, 60*time.Second)
-	time.Sleep(500 * time.Millisecond) // traffic on all three first
+	load.waitRequests(t, 200) // traffic on all three first
 	victim := rp.runningOf("hello")[1]
 	killed := time.Now()
 	if out, err := exec.Command("docker", "kill", victim).CombinedOutput(); err != nil {
@@ -54,7 +54,7 @@ func TestReplicaKilledUnderLoad(t *testing.T) {
 	}
 	rp.waitLog(30*time.Second, `msg="plugin restarted" plugin=hello`)
 	back := time.Since(killed)
-	time.Sleep(500 * time.Millisecond) // and some traffic on the fresh instance
+	load.waitRequests(t, 200) // and some traffic on the fresh instance
 	res := load.stop()
 	t.Logf("one of 3 replicas killed under 8-client load: %s; fresh instance serving after %s", res, back.Round(time.Millisecond))
 	if res.failed != 0 {
@@ -72,11 +72,11 @@ func TestReplicasReplacedAndScaled(t *testing.T) {
 	t.Parallel()
 	rp := startRunner(t, hcl("", replicated(images["hello"], 2, "v1")))
 	load := startLoad(t, rp.url("/plugins/hello/"), 8, 60*time.Second)
-	time.Sleep(500 * time.Millisecond)
+	load.waitRequests(t, 200)
 	writeFile(t, rp.config(), hcl("", replicated(images["hello"], 3, "v2")))
 	rp.cli(t, "reload")
 	rp.waitLog(30*time.Second, `msg="replaced plugin" plugin=hello`)
-	time.Sleep(500 * time.Millisecond)
+	load.waitRequests(t, 200)
 	res := load.stop()
 	t.Logf("2 replicas replaced by 3 under 8-client load: %s", res)
 	if res.failed != 0 {

@@ -98,12 +98,12 @@ func TestPullPrinter(t *testing.T) {
 		pulls: func() []runner.PlugPull { pmu.Lock(); defer pmu.Unlock(); return pulls }}
 	p.wg.Go(func() { p.run(events) })
 	events <- runner.Event{Type: runner.EventPullStarted, Plugin: "hello", Image: "team/hello:1.4"}
-	waitUntil(t, func() bool { return strings.Contains(w.String(), "pulling  hello 43% (430KiB/1000KiB)\n") })
+	waitFor(t, "the live progress line", func() bool { return strings.Contains(w.String(), "pulling  hello 43% (430KiB/1000KiB)\n") })
 	pmu.Lock()
 	pulls = nil
 	pmu.Unlock()
 	events <- runner.Event{Type: runner.EventPullDone, Plugin: "hello", Image: "team/hello:1.4", Digest: "sha256:cd34", Bytes: 1000 << 10, Duration: 1234 * time.Millisecond}
-	waitUntil(t, func() bool {
+	waitFor(t, "the final line", func() bool {
 		return strings.Contains(w.String(), "pulled  hello  team/hello:1.4  sha256:cd34  1000KiB in 1.234s\n")
 	})
 	close(p.stopCh)
@@ -125,15 +125,4 @@ func (l *lockedBuf) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
-}
-
-func waitUntil(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("timed out")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"testing"
 	"time"
 )
 
@@ -220,6 +221,14 @@ func (r *runnerCtr) startLoad(clients int, path string, maxEach int, maxFor time
 		})
 	}
 	return l
+}
+
+// waitRequests waits until n more requests than now have been answered: traffic on
+// what serves at this point, counted rather than timed.
+func (l *load) waitRequests(t *testing.T, n int64) {
+	t.Helper()
+	target := l.ok.Load() + l.failed.Load() + n
+	eventually(t, time.Minute, fmt.Sprintf("%d more requests", n), func() bool { return l.ok.Load()+l.failed.Load() >= target })
 }
 
 func (l *load) end() (ok, failed int64, errs []string) {

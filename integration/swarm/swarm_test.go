@@ -295,7 +295,7 @@ func TestSwarm(t *testing.T) {
 		r.write(fmt.Sprintf(configHCL, c.images["selfcheck"], "howdy", c.images["notes"]))
 		l := r.startLoad(8, "/plugins/web/", 100000, 4*time.Minute)
 		began := time.Now()
-		time.Sleep(time.Second) // load running before the change
+		l.waitRequests(t, 500) // load running before the change
 		r.reload()
 		st := r.waitStatus("web", "generation 2 serving with 3 tasks", 3*time.Minute, func(s pluginStatus) bool {
 			return s.Generation == before.Generation+1 && s.Ready == 3 && s.State == "healthy"
@@ -304,7 +304,7 @@ func TestSwarm(t *testing.T) {
 			return !slices.Contains(c.services(r.id), fmt.Sprintf("xcore-web-%d-%s", before.Generation, r.id))
 		})
 		took := time.Since(began)
-		time.Sleep(time.Second) // load on the new generation alone
+		l.waitRequests(t, 500) // load on the new generation alone
 		ok, failed, errs := l.end()
 		t.Logf("replacement generation %d → %d under 8 clients: %d requests, %d failed, %s from reload to old service removed", before.Generation, st.Generation, ok+failed, failed, took.Round(time.Millisecond))
 		if failed > 0 {
@@ -388,8 +388,7 @@ func TestSwarm(t *testing.T) {
 		})
 		eventually(t, 2*time.Minute, "2 tasks left running", func() bool { return len(c.tasks(r.id, "web", before.Generation)) == 2 })
 		took := time.Since(began)
-		after := l.ok.Load()
-		eventually(t, time.Minute, "1000 more requests on the 2 tasks left", func() bool { return l.ok.Load()+l.failed.Load() >= after+1000 })
+		l.waitRequests(t, 1000) // on the 2 tasks left
 		ok, failed, errs := l.end()
 		t.Logf("scale 3 → 2 in place: %s from reload to 2 tasks running; under 4 clients %d requests, %d failed %q", took.Round(time.Millisecond), ok+failed, failed, errs)
 		if st.Generation != before.Generation {

@@ -53,15 +53,25 @@ type netns struct {
 
 func (n *netns) opts() options { return options{netns: n.fd, hasNetNS: true} }
 
-// needRoot skips a test that needs to create namespaces and program nf_tables.
+// needRoot skips a test that needs to create namespaces and program nf_tables, and
+// fails it in CI, where a skip would count as a pass of host protection's tests.
 func needRoot(t *testing.T) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("needs root: the test creates network namespaces and programs nf_tables in them")
+		skipOutsideCI(t, "needs root: the test creates network namespaces and programs nf_tables in them")
 	}
 	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("needs iproute2's ip to build the test's network namespaces")
+		skipOutsideCI(t, "needs iproute2's ip to build the test's network namespaces")
 	}
+}
+
+// skipOutsideCI skips the test for why, or fails it when CI is set.
+func skipOutsideCI(t *testing.T, why string) {
+	t.Helper()
+	if os.Getenv("CI") != "" {
+		t.Fatal("CI is set: " + why)
+	}
+	t.Skip(why)
 }
 
 var (
